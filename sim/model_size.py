@@ -1,0 +1,51 @@
+"""Parameter and KV-cache byte counts of a model config, shared by cost and memory.
+
+Counts follow a Llama/Gemma-style decoder layer: Q and O projections of
+n_heads*head_dim, K and V of n_kv_heads*head_dim, and a gated MLP (three
+d_model x d_mlp matrices). Norms and biases are negligible and left out.
+"""
+
+from __future__ import annotations
+
+from sim.config import ModelConfig
+
+
+def _linear_shapes(m: ModelConfig) -> list[tuple[int, int]]:
+    q, kv = m.n_heads * m.head_dim, m.n_kv_heads * m.head_dim
+    return [(m.d_model, q), (m.d_model, kv), (m.d_model, kv), (q, m.d_model),
+            (m.d_model, m.d_mlp), (m.d_model, m.d_mlp), (m.d_mlp, m.d_model)]
+
+
+def layer_params(m: ModelConfig) -> int:
+    return sum(i * o for i, o in _linear_shapes(m))
+
+
+def lora_params_per_loop(m: ModelConfig) -> int:
+    """One loop's LoRA over the whole shared block: rank*(in+out) per linear layer."""
+    return m.lora_rank * sum(i + o for i, o in _linear_shapes(m)) * m.layers_per_block
+
+
+def embedding_params(m: ModelConfig) -> int:
+    return m.vocab * m.d_model * (1 if m.tied_embeddings else 2)
+
+
+def non_embedding_params(m: ModelConfig) -> int:
+    """Unique layer weights plus all loops' LoRA: the paper's 'params (non-emb)'."""
+    layers = m.prelude_layers + m.layers_per_block + m.coda_layers
+    return layer_params(m) * layers + lora_params_per_loop(m) * m.loops
+
+
+def weight_bytes(m: ModelConfig) -> int:
+    return (non_embedding_params(m) + embedding_params(m)) * m.dtype_bytes
+
+
+def kv_bytes_per_token_layer(m: ModelConfig) -> int:
+    return 2 * m.n_kv_heads * m.head_dim * m.dtype_bytes
+
+
+def kv_bytes_per_token(m: ModelConfig, kv_policy: str) -> int:
+    """KV bytes one token holds: every loop keeps its own KV, except with recursive
+    KV sharing where all loops reuse loop 1's."""
+    kv_loops = 1 if kv_policy == "share" else m.loops
+    layers = m.prelude_layers + m.coda_layers + m.layers_per_block * kv_loops
+    return layers * kv_bytes_per_token_layer(m)

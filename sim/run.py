@@ -1,0 +1,106 @@
+"""`python -m sim.run [overrides]`: one simulation (or a sweep with -m), Hydra CLI.
+
+Writes to the Hydra run directory: metrics.json, requests.parquet and the resolved
+config.yaml, each atomically and only once the run has succeeded, so a failed or
+killed run leaves no file that looks like a result. Bad input (trace, config)
+ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sim.config import load_config
+from sim.errors import UserError
+from sim.simulation import simulate
+
+SUMMARY_ROWS = [
+    ("throughput", "throughput_tok_s", "{:,.0f} tok/s"),
+    ("makespan", "makespan_s", "{:.3f} s"),
+    ("requests / tokens", None, None),
+    ("effective batch", "effective_batch", "{}"),
+    ("mean exit loop", "mean_exit_loop", "{:.3f}"),
+    ("loop steps / token", "loop_steps_per_token", "{:.4f}"),
+    ("slot utilization", "slot_utilization", "{:.1%}"),
+    ("accuracy cost", "accuracy_cost", "{:.2%}"),
+    ("peak KV", "peak_kv_bytes", None),
+    ("TTFT p50 / p99", ("ttft_p50_s", "ttft_p99_s"), "{:.4f} / {:.4f} s"),
+    ("TPOT p50 / p99", ("tpot_p50_s", "tpot_p99_s"), "{:.5f} / {:.5f} s"),
+    ("e2e p50 / p99", ("e2e_p50_s", "e2e_p99_s"), "{:.3f} / {:.3f} s"),
+]
+
+
+def format_summary(m: dict[str, Any]) -> str:
+    head = (f"{m['scheduler']} | exit={m['exit_policy']} kv={m['kv_policy']} | batch {m['batch_size']} | "
+            f"{m['model']} on {m['hardware']} ({m['cost']} cost)")
+    lines = [head, "-" * len(head)]
+    for label, key, fmt in SUMMARY_ROWS:
+        if label == "requests / tokens":
+            value = f"{m['num_requests']:,} / {m['num_tokens']:,}"
+        elif label == "peak KV":
+            value = f"{m['peak_kv_bytes'] / 1e9:.3f} GB"
+        elif isinstance(key, tuple):
+            vals = [m[k] for k in key]
+            value = fmt.format(*vals) if None not in vals else "n/a"
+        else:
+            value = fmt.format(m[key]) if m[key] is not None else "n/a"
+        lines.append(f"  {label:<20} {value}")
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write via a temporary file in the same directory, then rename: all or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(out: Path, cfg: DictConfig, metrics: dict[str, Any], requests) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "requests.parquet", lambda p: requests.to_parquet(p, index=False))
+    write_atomic(out / "config.yaml", lambda p: Path(p).write_text(OmegaConf.to_yaml(cfg)))
+    # metrics.json last: its presence marks a finished run.
+    write_atomic(out / "metrics.json",
+                 lambda p: Path(p).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"))
+
+
+def _discard_empty(out: Path) -> None:
+    try:
+        out.rmdir()  # Hydra created it before the run; leave nothing behind on failure
+    except OSError:
+        pass
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        typed = load_config(cfg)
+        result = simulate(typed)
+    except UserError as exc:
+        _discard_empty(out)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    write_outputs(out, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                  result.metrics, result.requests)
+    print(format_summary(result.metrics))
+    print(f"  {'outputs':<20} {out}")
+    return result.metrics["throughput_tok_s"]
+
+
+if __name__ == "__main__":
+    main()

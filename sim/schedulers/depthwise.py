@@ -1,0 +1,20 @@
+"""Continuous depth-wise batching (Bae et al., 2024): every step is one loop step over
+all active tokens, whatever loop each is at, which weight tying makes possible.
+A token emits as soon as it exits and its request's next token (or a newly
+admitted request) enters loop 1 in the very next step: no token waits for another."""
+
+import numpy as np
+
+from sim.schedulers.base import Scheduler
+
+
+class DepthwiseScheduler(Scheduler):
+    name = "depthwise"
+    honours_exits = True
+
+    def computing(self) -> np.ndarray:
+        return self.state.occupied
+
+    def after_step(self, exited: np.ndarray, now: float) -> None:
+        self.state.emit(exited, now)
+        self.state.admit(now)

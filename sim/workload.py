@@ -1,0 +1,61 @@
+"""Turn a trace into the requests an engine serves: who arrives when, with which tokens.
+
+The trace is replayed as it is by default (every request once, all at t=0, FIFO
+in request_id order). `num_requests` resamples whole requests with replacement,
+so per-request structure (lengths, runs of easy tokens) survives; Poisson
+arrivals turn the offline batch job into online serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.config import WorkloadConfig
+
+
+@dataclass
+class Workload:
+    arrival: np.ndarray  # (R,) float64 seconds, non-decreasing: admission order is FIFO
+    prompt_len: np.ndarray  # (R,) int64
+    gen_len: np.ndarray  # (R,) int64
+    exit_loop: np.ndarray  # (T,) int8, tokens of request r at offsets[r]:offsets[r+1]
+    wrong: np.ndarray  # (T,) bool, exit prediction differs from the final loop's
+    num_loops: int
+
+    @property
+    def num_requests(self) -> int:
+        return int(self.gen_len.size)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.exit_loop.size)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.gen_len)))
+
+
+def _token_index(offsets: np.ndarray, gen_len: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Indices of all tokens of the picked requests, in pick order, without a Python loop."""
+    lengths = gen_len[picks]
+    starts = np.repeat(offsets[picks] - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return starts + np.arange(int(lengths.sum()))
+
+
+def build_workload(prompt_len: np.ndarray, gen_len: np.ndarray, exit_loop: np.ndarray, wrong: np.ndarray,
+                   num_loops: int, cfg: WorkloadConfig, seed: int) -> Workload:
+    rng = np.random.default_rng(seed)
+    if cfg.num_requests is not None:
+        picks = rng.integers(0, gen_len.size, size=cfg.num_requests)
+        offsets = np.concatenate(([0], np.cumsum(gen_len)))
+        idx = _token_index(offsets, gen_len, picks)
+        prompt_len, gen_len, exit_loop, wrong = prompt_len[picks], gen_len[picks], exit_loop[idx], wrong[idx]
+    n = gen_len.size
+    if cfg.arrival == "poisson":
+        arrival = np.cumsum(rng.exponential(1.0 / cfg.rate, size=n))
+    else:
+        arrival = np.zeros(n)
+    return Workload(arrival, prompt_len.astype(np.int64), gen_len.astype(np.int64),
+                    exit_loop.astype(np.int8), wrong.astype(bool), num_loops)
