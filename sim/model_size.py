@@ -21,8 +21,11 @@ def layer_params(m: ModelConfig) -> int:
 
 
 def lora_params_per_loop(m: ModelConfig) -> int:
-    """One loop's LoRA over the whole shared block: rank*(in+out) per linear layer."""
-    return m.lora_rank * sum(i + o for i, o in _linear_shapes(m)) * m.layers_per_block
+    """One loop's LoRA over the whole shared block: rank*(in+out) per linear layer, the
+    rank capped at min(in, out) (beyond that a LoRA is a full matrix: the paper's
+    rank-512 count of 1.60B for recursive Gemma needs this cap on the 256-wide K/V)."""
+    per_layer = sum(min(m.lora_rank, i, o) * (i + o) for i, o in _linear_shapes(m))
+    return per_layer * m.layers_per_block
 
 
 def embedding_params(m: ModelConfig) -> int:

@@ -7,7 +7,7 @@ around it. Reading top to bottom follows a token from the trace to the numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -30,6 +30,8 @@ class SimulationResult:
     metrics: dict[str, Any]
     requests: pd.DataFrame
     timeline: Timeline
+    # (request ids, positions, time) per emission, when simulate(log_emits=True)
+    emit_log: list | None = None
 
 
 def load_run_trace(cfg: RunConfig) -> Trace:
@@ -39,8 +41,10 @@ def load_run_trace(cfg: RunConfig) -> Trace:
     return load_trace(t.path, t.num_loops)
 
 
-def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0) -> SimulationResult:
-    """Run one simulation. `trace` skips loading (sweeps reuse one trace)."""
+def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0,
+             log_emits: bool = False) -> SimulationResult:
+    """Run one simulation. `trace` skips loading (sweeps reuse one trace);
+    `timeline_steps` records the first steps slot by slot; `log_emits` every emission."""
     trace = trace if trace is not None else load_run_trace(cfg)
     sched_cls = SCHEDULERS[cfg.scheduler.name]
     m = cfg.model
@@ -50,6 +54,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
     state = SlotState(wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
                       checks_every_loop=exit_cfg.policy != "none")
+    state.emit_log = [] if log_emits else None
     engine = Engine(state, sched_cls(state), make_cost_model(cfg.cost, cfg.hardware, m),
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
@@ -72,8 +77,4 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
         "accuracy_cost": float(wl.wrong.mean()) if wl.num_tokens else 0.0,
     }
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    return SimulationResult(metrics, request_table(wl, state), engine.timeline)
-
-
-def config_dict(cfg: RunConfig) -> dict[str, Any]:
-    return asdict(cfg)
+    return SimulationResult(metrics, request_table(wl, state), engine.timeline, state.emit_log)
