@@ -45,7 +45,12 @@ class SlotState:
         self.tok = np.zeros(b, dtype=np.int64)  # position of the token in flight
         self.loop = np.zeros(b, dtype=np.int64)  # next loop it runs; > exit_at once it has exited
         self.exit_at = np.zeros(b, dtype=np.int64)
-        self.ctx = np.zeros(b, dtype=np.int64)  # tokens it attends to: prompt + earlier tokens + itself
+        self.prompt = np.zeros(b, dtype=np.int64)
+        # Earlier tokens of the request holding KV at each loop. With kv_policy=ignore an
+        # exited token leaves no KV deeper than its exit loop, so deeper loops attend to
+        # fewer positions (and read less); every other policy fills or shares all loops.
+        self.reached = np.zeros((b, self.n_loops + 2), dtype=np.int64)
+        self._loop_cols = np.arange(self.n_loops + 2)
         self.gen = np.zeros(b, dtype=np.int64)
         self.base = np.zeros(b, dtype=np.int64)  # offset of the slot's request in the token arrays
         # KV fills owed per loop by exited tokens (kv_policy=recompute), paid when the slot's
@@ -91,7 +96,8 @@ class SlotState:
             self.loop[s] = 1
             self.base[s] = self.offsets[r]
             self.exit_at[s] = self.exits[self.offsets[r]]
-            self.ctx[s] = wl.prompt_len[r] + 1
+            self.prompt[s] = wl.prompt_len[r]
+            self.reached[s] = 0
             self.gen[s] = wl.gen_len[r]
             self.admitted_at[r] = now
             self.prefill.append(int(wl.prompt_len[r]))
@@ -109,7 +115,8 @@ class SlotState:
         exit_at = self.exit_at[idx]
         if np.any(loops > exit_at):
             raise InvariantError("a token that had already exited was scheduled again")
-        ctx = self.ctx[idx]
+        prompt = self.prompt[idx]
+        ctx = prompt + self.reached[idx, loops] + 1  # attended positions at this loop, itself included
         n = idx.size
         entering = loops == 1
         leaving = loops == exit_at
@@ -127,9 +134,8 @@ class SlotState:
             if self.kv_policy == "propagate":
                 kv_proj = int((self.n_loops - exit_at[early]).sum()) * self.layers_per_block
             elif self.owed is not None:
-                cols = np.arange(self.owed.shape[1])
-                e = exit_at[early]
-                self.owed[idx[early]] += (cols[None, :] > e[:, None]) & (cols[None, :] <= self.n_loops)
+                cols, e = self._loop_cols[None, :], exit_at[early][:, None]
+                self.owed[idx[early]] += (cols > e) & (cols <= self.n_loops)
         hist = np.bincount(loops, minlength=self.n_loops + 2)
         self.loop_hist += hist
         n_leaving = int(np.count_nonzero(leaving))
@@ -138,9 +144,9 @@ class SlotState:
             distinct_loops=int(np.count_nonzero(hist)),
             context=context,
             entering=int(np.count_nonzero(entering)),
-            entering_context=int(ctx[entering].sum()),
+            entering_context=int((prompt + self.tok[idx] + 1)[entering].sum()),
             exiting=n_leaving,
-            exiting_context=int(ctx[leaving].sum()),
+            exiting_context=int((prompt + self.tok[idx] + 1)[leaving].sum()),
             heads=n if self.checks_every_loop else int(hist[self.n_loops]),
             kv_proj_layers=kv_proj,
             prefill=self.prefill,
@@ -186,9 +192,10 @@ class SlotState:
                 self.owed[fin] = 0
         cont = idx[~done]
         if cont.size:
+            depth = self.exit_at[cont] if self.kv_policy == "ignore" else self.n_loops
+            self.reached[cont] += self._loop_cols[None, :] <= np.atleast_1d(depth)[:, None]
             self.loop[cont] = 1
             self.exit_at[cont] = self.exits[self.base[cont] + self.tok[cont]]
-            self.ctx[cont] += 1
 
     def check_complete(self) -> None:
         """Token conservation: every request finished, every token emitted exactly once."""
