@@ -15,8 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import hashlib
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sim.config import load_config
@@ -78,6 +81,18 @@ def write_outputs(out: Path, cfg: DictConfig, metrics: dict[str, Any], requests)
                  lambda p: Path(p).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n"))
 
 
+def sweep_id() -> str:
+    """A stable name for a sweep: the same command line gives the same directory, so a
+    killed sweep rerun with the same command finds its finished points and skips them.
+    Cached like Hydra's `now`: the launcher resolves it once from its command line and
+    every job's config inherits the value, also in joblib worker processes."""
+    args = sorted(a for a in sys.argv[1:] if a not in ("-m", "--multirun"))
+    return hashlib.sha1("\n".join(args).encode()).hexdigest()[:10]
+
+
+OmegaConf.register_new_resolver("sweep_id", sweep_id, replace=True, use_cache=True)
+
+
 def _discard_empty(out: Path) -> None:
     try:
         out.rmdir()  # Hydra created it before the run; leave nothing behind on failure
@@ -88,15 +103,25 @@ def _discard_empty(out: Path) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    done = out / "metrics.json"
+    if sweeping and done.exists() and (out / "config.yaml").read_text() == OmegaConf.to_yaml(task):
+        print(f"{out.name}: already finished, skipped")
+        return json.loads(done.read_text())["throughput_tok_s"]
     try:
         typed = load_config(cfg)
         result = simulate(typed)
     except UserError as exc:
-        _discard_empty(out)
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    write_outputs(out, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                  result.metrics, result.requests)
+        if not sweeping:
+            _discard_empty(out)
+            sys.exit(2)
+        # In a sweep one bad point must not kill the others: record it for the gathering step.
+        write_atomic(out / "error.txt", lambda p: Path(p).write_text(f"{exc}\n"))
+        return None
+    (out / "error.txt").unlink(missing_ok=True)
+    write_outputs(out, task, result.metrics, result.requests)
     print(format_summary(result.metrics))
     print(f"  {'outputs':<20} {out}")
     return result.metrics["throughput_tok_s"]
