@@ -58,8 +58,8 @@ class Engine:
         st.admit(env.now)
         shown = 0
         while not st.done:
-            mask = sched.computing()
-            if not mask.any():
+            idx = sched.computing()
+            if idx.size == 0:
                 nxt = st.next_arrival()
                 if nxt is None or nxt < env.now:
                     raise InvariantError(f"stuck at t={env.now}: nothing to compute and no request to come")
@@ -68,8 +68,8 @@ class Engine:
                 continue
             recording = st.steps < self.timeline_steps
             if recording:
-                self._record(mask)
-            load, exited = st.run(mask)
+                self._record(idx)
+            load, exited = st.run(idx)
             dt = cost.step_time(load)
             if not (dt > 0 and math.isfinite(dt)):
                 raise InvariantError(f"step time {dt} s is not a positive finite number")
@@ -83,8 +83,10 @@ class Engine:
                 shown = st.emitted
         bar.update(st.emitted - shown)
 
-    def _record(self, mask: np.ndarray) -> None:
+    def _record(self, idx: np.ndarray) -> None:
         st, tl = self.state, self.timeline
         tl.start.append(float(self.env.now))
-        tl.loop.append(np.where(mask, st.loop, 0))
+        loop = np.zeros(st.batch_size, dtype=np.int64)
+        loop[idx] = st.loop[idx]
+        tl.loop.append(loop)
         tl.request.append(st.req.copy())

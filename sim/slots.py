@@ -21,14 +21,15 @@ from sim.workload import Workload
 
 class SlotState:
     def __init__(self, wl: Workload, batch_size: int, memory: KVMemory, kv_policy: str,
-                 layers_per_block: int, checks_every_loop: bool):
+                 layers_per_block: int, checks_every_loop: bool, edge_layers: bool = False):
         self.wl = wl
-        self.n_loops = wl.num_loops
+        n = self.n_loops = wl.num_loops
         self.batch_size = batch_size
         self.memory = memory
         self.kv_policy = kv_policy
         self.layers_per_block = layers_per_block
         self.checks_every_loop = checks_every_loop
+        self.edge_layers = edge_layers  # the model has prelude/coda layers: their context is needed
         self.exits = wl.exit_loop.astype(np.int64)
         self.offsets = wl.offsets
         self.need = memory.per_token * (wl.prompt_len + wl.gen_len)
@@ -41,21 +42,25 @@ class SlotState:
                     f"{memory.capacity / 1e9:.2f} GB are free after the weights: it can never run")
         b = batch_size
         self.occupied = np.zeros(b, dtype=bool)
+        self._active: np.ndarray | None = np.zeros(0, dtype=np.int64)  # occupied slots, cached
         self.req = np.full(b, -1, dtype=np.int64)
         self.tok = np.zeros(b, dtype=np.int64)  # position of the token in flight
         self.loop = np.zeros(b, dtype=np.int64)  # next loop it runs; > exit_at once it has exited
         self.exit_at = np.zeros(b, dtype=np.int64)
-        self.prompt = np.zeros(b, dtype=np.int64)
-        # Earlier tokens of the request holding KV at each loop. With kv_policy=ignore an
-        # exited token leaves no KV deeper than its exit loop, so deeper loops attend to
-        # fewer positions (and read less); every other policy fills or shares all loops.
-        self.reached = np.zeros((b, self.n_loops + 2), dtype=np.int64)
-        self._loop_cols = np.arange(self.n_loops + 2)
         self.gen = np.zeros(b, dtype=np.int64)
         self.base = np.zeros(b, dtype=np.int64)  # offset of the slot's request in the token arrays
+        # ctx[s, k]: positions the slot's token attends to at loop k (itself included);
+        # column 0 counts every position (what unique prelude/coda layers see). With
+        # kv_policy=ignore an exited token leaves no KV deeper than its exit loop, so deeper
+        # loops attend to fewer positions; every other policy fills or shares all loops.
+        self.ctx = np.zeros((b, n + 2), dtype=np.int64)
+        cols = np.arange(n + 2)
+        depth = np.arange(n + 1) if kv_policy == "ignore" else np.full(n + 1, n)
+        self._kv_gain = (cols[None, :] <= depth[:, None]).astype(np.int64)  # row e: loops an exit at e fills
         # KV fills owed per loop by exited tokens (kv_policy=recompute), paid when the slot's
         # next token runs that loop: FREE's synchronized parallel decoding.
-        self.owed = np.zeros((b, self.n_loops + 2), dtype=np.int64) if kv_policy == "recompute" else None
+        self.owed = np.zeros((b, n + 2), dtype=np.int64) if kv_policy == "recompute" else None
+        self._owed_gain = ((cols[None, :] > np.arange(n + 1)[:, None]) & (cols[None, :] <= n)).astype(np.int64)
         n_req = wl.num_requests
         self.admitted_at = np.full(n_req, np.nan)
         self.first_token_at = np.full(n_req, np.nan)
@@ -71,20 +76,27 @@ class SlotState:
         self.token_loops = 0  # useful loop work (fills excluded)
         self.fill_token_loops = 0
         self.peak_active = 0
-        self.loop_hist = np.zeros(self.n_loops + 2, dtype=np.int64)  # token-loops per loop index
 
     @property
     def done(self) -> bool:
         return self.finished == self.wl.num_requests
+
+    def active(self) -> np.ndarray:
+        """Indices of occupied slots (cached until admission or a finish changes them)."""
+        if self._active is None:
+            self._active = np.flatnonzero(self.occupied)
+        return self._active
 
     def next_arrival(self) -> float | None:
         return float(self.wl.arrival[self.next_req]) if self.next_req < self.wl.num_requests else None
 
     def admit(self, now: float) -> int:
         """Fill free slots with arrived requests, FIFO, while their KV fits (no overtaking)."""
-        wl, admitted = self.wl, 0
-        free = np.flatnonzero(~self.occupied)
-        for s in free:
+        wl, r = self.wl, self.next_req
+        if r >= wl.num_requests or wl.arrival[r] > now or self.active().size == self.batch_size:
+            return 0
+        admitted = 0
+        for s in np.flatnonzero(~self.occupied):
             r = self.next_req
             if r >= wl.num_requests or wl.arrival[r] > now or not self.memory.fits(self.need[r]):
                 break
@@ -96,58 +108,61 @@ class SlotState:
             self.loop[s] = 1
             self.base[s] = self.offsets[r]
             self.exit_at[s] = self.exits[self.offsets[r]]
-            self.prompt[s] = wl.prompt_len[r]
-            self.reached[s] = 0
+            self.ctx[s] = wl.prompt_len[r] + 1
             self.gen[s] = wl.gen_len[r]
             self.admitted_at[r] = now
             self.prefill.append(int(wl.prompt_len[r]))
             admitted += 1
         if admitted:
-            active = int(np.count_nonzero(self.occupied))
-            if active > self.peak_active:
-                self.peak_active = active
+            self._active = None
+            self.peak_active = max(self.peak_active, self.active().size)
         return admitted
 
-    def run(self, mask: np.ndarray) -> tuple[StepLoad, np.ndarray]:
-        """Advance the masked slots by one loop; return the step's load and which tokens exited."""
-        idx = np.flatnonzero(mask)
+    def run(self, idx: np.ndarray) -> tuple[StepLoad, np.ndarray]:
+        """Advance the given slots by one loop; return the step's load and the slots whose
+        token just ran its exit loop."""
+        n_loops = self.n_loops
         loops = self.loop[idx]
         exit_at = self.exit_at[idx]
-        if np.any(loops > exit_at):
+        togo = exit_at - loops
+        if togo.min() < 0:
             raise InvariantError("a token that had already exited was scheduled again")
-        prompt = self.prompt[idx]
-        ctx = prompt + self.reached[idx, loops] + 1  # attended positions at this loop, itself included
+        leaving = togo == 0
+        ctx = self.ctx[idx, loops]
         n = idx.size
-        entering = loops == 1
-        leaving = loops == exit_at
         tokens, context, kv_proj = n, int(ctx.sum()), 0
         if self.owed is not None:
             fills = self.owed[idx, loops]
-            if fills.any():
-                nf = int(fills.sum())
+            nf = int(fills.sum())
+            if nf:
                 tokens += nf
-                context += int((fills * ctx).sum())
+                context += int(fills @ ctx)
                 self.fill_token_loops += nf
                 self.owed[idx, loops] = 0
-        early = leaving & (exit_at < self.n_loops) & (self.tok[idx] + 1 < self.gen[idx])
-        if early.any():  # exited before the last loop, and later tokens will want its deeper KV
-            if self.kv_policy == "propagate":
-                kv_proj = int((self.n_loops - exit_at[early]).sum()) * self.layers_per_block
-            elif self.owed is not None:
-                cols, e = self._loop_cols[None, :], exit_at[early][:, None]
-                self.owed[idx[early]] += (cols > e) & (cols <= self.n_loops)
-        hist = np.bincount(loops, minlength=self.n_loops + 2)
-        self.loop_hist += hist
-        n_leaving = int(np.count_nonzero(leaving))
+        if self.kv_policy in ("propagate", "recompute"):
+            # exited before the last loop while later tokens will want its deeper KV
+            early = leaving & (exit_at < n_loops) & (self.tok[idx] + 1 < self.gen[idx])
+            if early.any():
+                if self.kv_policy == "propagate":
+                    kv_proj = int((n_loops - exit_at[early]).sum()) * self.layers_per_block
+                else:
+                    self.owed[idx[early]] += self._owed_gain[exit_at[early]]
+        hist = np.bincount(loops, minlength=n_loops + 1)
+        exited = idx[leaving]
+        entering_context = exiting_context = 0
+        if self.edge_layers:
+            full = self.ctx[idx, 0]
+            entering_context = int(full @ (loops == 1))
+            exiting_context = int(full @ leaving)
         load = StepLoad(
             tokens=tokens,
             distinct_loops=int(np.count_nonzero(hist)),
             context=context,
-            entering=int(np.count_nonzero(entering)),
-            entering_context=int((prompt + self.tok[idx] + 1)[entering].sum()),
-            exiting=n_leaving,
-            exiting_context=int((prompt + self.tok[idx] + 1)[leaving].sum()),
-            heads=n if self.checks_every_loop else int(hist[self.n_loops]),
+            entering=int(hist[1]),
+            entering_context=entering_context,
+            exiting=exited.size,
+            exiting_context=exiting_context,
+            heads=n if self.checks_every_loop else int(hist[n_loops]),
             kv_proj_layers=kv_proj,
             prefill=self.prefill,
         )
@@ -155,47 +170,43 @@ class SlotState:
         self.loop[idx] = loops + 1
         self.steps += 1
         self.token_loops += n
-        exited = np.zeros(self.batch_size, dtype=bool)
-        exited[idx[leaving]] = True
         return load, exited
 
-    def emit(self, mask: np.ndarray, now: float) -> None:
-        """Hand the masked slots' tokens to their requests; start each request's next
+    def emit(self, idx: np.ndarray, now: float) -> None:
+        """Hand the given slots' tokens to their requests; start each request's next
         token at loop 1, or finish the request and free its slot and KV."""
-        idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
-        if np.any(self.loop[idx] <= self.exit_at[idx]):
+        exit_at = self.exit_at[idx]
+        if (self.loop[idx] <= exit_at).any():
             raise InvariantError("a token was emitted before reaching its exit loop")
         req = self.req[idx]
-        tok = self.tok[idx]
+        tok = self.tok[idx] + 1  # tokens of the request emitted once this one is
         if self.emit_log is not None:
-            self.emit_log.append((req.copy(), tok.copy(), now))
-        first = tok == 0
-        self.first_token_at[req[first]] = now
-        tok += 1
+            self.emit_log.append((req.copy(), tok - 1, now))
+        self.first_token_at[req[tok == 1]] = now
         self.tok[idx] = tok
         self.emitted += idx.size
         done = tok >= self.gen[idx]
         if done.any():
-            fin = idx[done]
             fin_req = req[done]
             self.finished_at[fin_req] = now
-            self.finished += fin.size
-            for r in fin_req:
-                self.memory.release(int(self.need[r]))
+            self.finished += fin_req.size
+            self.memory.release(int(self.need[fin_req].sum()))
+            fin = idx[done]
             self.occupied[fin] = False
+            self._active = None
             self.req[fin] = -1
             self.loop[fin] = 0
             self.exit_at[fin] = 0
             if self.owed is not None:
                 self.owed[fin] = 0
-        cont = idx[~done]
-        if cont.size:
-            depth = self.exit_at[cont] if self.kv_policy == "ignore" else self.n_loops
-            self.reached[cont] += self._loop_cols[None, :] <= np.atleast_1d(depth)[:, None]
-            self.loop[cont] = 1
-            self.exit_at[cont] = self.exits[self.base[cont] + self.tok[cont]]
+            keep = ~done
+            idx, tok, exit_at = idx[keep], tok[keep], exit_at[keep]
+        if idx.size:
+            self.ctx[idx] += self._kv_gain[exit_at]
+            self.loop[idx] = 1
+            self.exit_at[idx] = self.exits[self.base[idx] + tok]
 
     def check_complete(self) -> None:
         """Token conservation: every request finished, every token emitted exactly once."""

@@ -26,29 +26,39 @@ class Scheduler(ABC):
 
     @abstractmethod
     def computing(self) -> np.ndarray:
-        """Boolean mask over slots: the tokens that run their next loop in the coming step."""
+        """Indices of the slots whose tokens run their next loop in the coming step."""
 
     @abstractmethod
     def after_step(self, exited: np.ndarray, now: float) -> None:
-        """React to a finished step; `exited` marks tokens that just ran their exit loop."""
+        """React to a finished step; `exited` holds the slots whose token just ran its exit loop."""
 
 
 class IterationScheduler(Scheduler):
-    """Sequence-level batching: a decode iteration takes the batch's tokens through the
-    loops together and ends when the last of them has exited; only then are tokens
-    emitted and, if `refill` allows, waiting requests admitted. Tokens that exit early
-    keep their slot and idle: the synchronization problem."""
+    """Sequence-level batching: a decode iteration takes the resident requests' tokens
+    through the loops together and lasts as many loop steps as its deepest token needs;
+    only then are tokens emitted and, if `refill` allows, waiting requests admitted.
+    Tokens that exit early keep their slot and idle: the synchronization problem."""
+
+    def __init__(self, state: SlotState):
+        super().__init__(state)
+        self.steps_left = 0  # loop steps left in the current iteration
 
     def computing(self) -> np.ndarray:
         st = self.state
-        return st.occupied & (st.loop <= st.exit_at)
+        if self.steps_left == 0:  # a new iteration starts with whoever is resident now
+            active = st.active()
+            if active.size == 0:
+                return active
+            self.steps_left = int(st.exit_at[active].max())
+        if not self.honours_exits:  # every resident token runs every loop of the iteration
+            return st.active()
+        return np.flatnonzero(st.occupied & (st.loop <= st.exit_at))
 
     def after_step(self, exited: np.ndarray, now: float) -> None:
-        if self.computing().any():
-            return
-        st = self.state
-        st.emit(st.occupied, now)
-        self.refill(now)
+        self.steps_left -= 1
+        if self.steps_left == 0:
+            self.state.emit(self.state.active(), now)
+            self.refill(now)
 
     def refill(self, now: float) -> None:
         self.state.admit(now)

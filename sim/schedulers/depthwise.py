@@ -13,7 +13,7 @@ class DepthwiseScheduler(Scheduler):
     honours_exits = True
 
     def computing(self) -> np.ndarray:
-        return self.state.occupied
+        return self.state.active()
 
     def after_step(self, exited: np.ndarray, now: float) -> None:
         self.state.emit(exited, now)

@@ -10,5 +10,5 @@ class StaticScheduler(IterationScheduler):
     honours_exits = False
 
     def refill(self, now: float) -> None:
-        if not self.state.occupied.any():
+        if self.state.active().size == 0:
             self.state.admit(now)
