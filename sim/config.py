@@ -94,6 +94,9 @@ class ModelConfig:
     A vanilla model is loops=1 with all its layers in the block."""
 
     name: str = "smollm2_135m_3x10"
+    # Layers of the original model the recursive one was made from; when given, it must
+    # equal prelude + loops x layers_per_block + coda (catches e.g. model.loops=4 on 30 layers).
+    source_layers: Optional[int] = None
     loops: int = 3
     layers_per_block: int = 10
     prelude_layers: int = 0
@@ -175,6 +178,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         _positive(getattr(m, key), f"model.{key}")
     for key in ("prelude_layers", "coda_layers", "lora_rank"):
         _positive(getattr(m, key), f"model.{key}", allow_zero=True)
+    if m.source_layers is not None:
+        looped = m.source_layers - m.prelude_layers - m.coda_layers
+        if looped <= 0 or looped % m.loops:
+            raise ConfigError(f"model.source_layers={m.source_layers} minus {m.prelude_layers} prelude and "
+                              f"{m.coda_layers} coda layers is not divisible by model.loops={m.loops}")
+        if looped // m.loops != m.layers_per_block:
+            raise ConfigError(f"model.layers_per_block={m.layers_per_block} but {looped} looped layers over "
+                              f"{m.loops} loops make {looped // m.loops} per block")
     if m.n_heads % m.n_kv_heads:
         raise ConfigError(f"model.n_heads={m.n_heads} is not a multiple of model.n_kv_heads={m.n_kv_heads}")
     if not 0.0 < cfg.memory.utilization <= 1.0:
@@ -204,3 +215,23 @@ def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
     return validate(typed)
+
+
+GROUP_SCHEMAS = {"scheduler": SchedulerConfig, "exit": ExitConfig, "cost": CostConfig,
+                 "hardware": HardwareConfig, "model": ModelConfig, "trace": TraceConfig,
+                 "workload": WorkloadConfig}
+
+
+def register_configs() -> None:
+    """Store each group's dataclass as `base_<group>` in Hydra's ConfigStore. Every YAML of
+    a group extends it (`defaults: [base_<group>]`), so each option has every key, typed:
+    `exit=oracle exit.threshold=0.8` is accepted and `scheduler.batch_size=many` refused
+    at composition."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name=f"base_{group}", node=schema)
+
+
+register_configs()

@@ -1,0 +1,88 @@
+"""Config validation on real Hydra composition: every bad value stops before simulating."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from sim.config import load_config
+from sim.errors import ConfigError
+from sim.simulation import simulate
+from tests.sim.test_cli import REPO
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_defaults_compose_and_validate():
+    cfg = load_config(composed())
+    assert cfg.scheduler.name == "depthwise" and cfg.model.loops == 3 and cfg.hardware.name == "a100_40g"
+
+
+@pytest.mark.parametrize("override,fragments", [
+    ("scheduler.name=fastest", ["scheduler='fastest'", "static", "depthwise"]),
+    ("exit.policy=magic", ["exit='magic'", "oracle", "confidence", "none"]),
+    ("exit.kv_policy=drop", ["exit.kv_policy='drop'", "ignore", "share"]),
+    ("cost.kind=guess", ["cost='guess'", "roofline", "constant"]),
+    ("scheduler.batch_size=0", ["scheduler.batch_size=0", ">= 1"]),
+    ("scheduler.batch_size=-3", ["scheduler.batch_size=-3"]),
+    ("workload.num_requests=0", ["workload.num_requests=0"]),
+    ("exit.threshold=1.5", ["exit.threshold=1.5"]),
+    ("model.loops=4", ["not divisible by model.loops=4"]),
+    ("model.layers_per_block=9", ["model.layers_per_block=9"]),
+    ("hardware.memory_gb=0", ["hardware.memory_gb=0"]),
+    ("cost.loop_step_s=0", ["cost.loop_step_s=0"]),
+    ("cost.bandwidth_efficiency=1.5", ["cost.bandwidth_efficiency"]),
+    ("model.n_kv_heads=2", ["n_kv_heads"]),
+])
+def test_bad_value_names_key(override, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(composed(override))
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("overrides,fragment", [
+    (["workload=poisson", "workload.rate=0"], "workload.rate=0"),
+    (["workload=poisson", "workload.rate=-2"], "workload.rate=-2"),
+    (["workload=poisson", "workload.rate=null"], "needs workload.rate"),
+])
+def test_bad_rates(overrides, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        load_config(composed(*overrides))
+
+
+@pytest.mark.parametrize("override", ["scheduler=fastest", "hardware=tpu", "model=gpt5", "exit=magic"])
+def test_unknown_group_option_lists_valid_ones(override):
+    with pytest.raises(HydraException) as info:
+        composed(override)
+    assert "Available options" in str(info.value)
+
+
+def test_wrong_type_refused_at_composition():
+    with pytest.raises(HydraException, match="many"):
+        composed("scheduler.batch_size=many")
+
+
+def test_every_option_accepts_every_key_of_its_group():
+    cfg = load_config(composed("exit=oracle", "exit.threshold=0.5", "cost=constant", "cost.step_overhead_s=0"))
+    assert cfg.exit.threshold == 0.5 and cfg.cost.kind == "constant"
+
+
+def test_misspelled_key_is_refused():
+    with pytest.raises((HydraException, OmegaConfBaseException, ConfigError)):
+        load_config(composed("scheduler.batchsize=4"))
+
+
+def test_trace_loops_must_match_model_loops():
+    cfg = load_config(composed("model=gemma2b_r2"))  # 2 loops; the bundled trace has 3
+    with pytest.raises(ConfigError, match="num_loops=3 but model.loops=2"):
+        simulate(cfg)
+
+
+def test_vanilla_model_runs_any_trace_without_exits():
+    cfg = load_config(composed("model=smollm2_135m_vanilla", "scheduler=continuous", "progress=false"))
+    metrics = simulate(cfg).metrics
+    assert metrics["exit_policy"] == "none" and metrics["mean_exit_loop"] == 1.0
