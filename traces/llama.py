@@ -71,8 +71,8 @@ def apply_rope(x, cos, sin):
 def attention(h, lin, dims: LlamaDims, cos, sin, cache: dict | None, mask):
     """GQA self-attention. ``lin(name, x)`` applies projection ``name``.
 
-    cache: a dict with optional 'k', 'v' (B, kv_heads, T_past, hd); updated in
-    place. mask: None for plain causal attention without a cache, else a
+    cache: a dict holding this layer's growable KV buffer (see
+    _cache_append); updated in place. mask: None for plain causal attention without a cache, else a
     boolean (B, 1, T, T_past + T) 'may attend' mask.
     """
     B, T, _ = h.shape
@@ -81,19 +81,34 @@ def attention(h, lin, dims: LlamaDims, cos, sin, cache: dict | None, mask):
     v = lin("v", h).view(B, T, dims.kv_heads, dims.head_dim).transpose(1, 2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if cache is not None:
-        if "k" in cache:
-            k = torch.cat([cache["k"], k], dim=2)
-            v = torch.cat([cache["v"], v], dim=2)
-        cache["k"], cache["v"] = k, v
+        k, v = _cache_append(cache, k, v)
     rep = dims.heads // dims.kv_heads
-    if rep > 1:
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
+    gqa = {"enable_gqa": True} if rep > 1 else {}
     if mask is None:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
     return lin("o", out.transpose(1, 2).reshape(B, T, dims.heads * dims.head_dim))
+
+
+def _cache_append(cache: dict, k, v):
+    """Append to a growable KV buffer (amortised doubling, no per-step copy
+    of the whole cache); return views of the filled part."""
+    n = cache.get("len", 0)
+    T = k.shape[2]
+    buf = cache.get("kbuf")
+    if buf is None or n + T > buf.shape[2]:
+        cap = max(2 * (n + T), 64)
+        kb = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
+        vb = v.new_empty(kb.shape)
+        if n:
+            kb[:, :, :n] = cache["kbuf"][:, :, :n]
+            vb[:, :, :n] = cache["vbuf"][:, :, :n]
+        cache["kbuf"], cache["vbuf"] = kb, vb
+    cache["kbuf"][:, :, n:n + T] = k
+    cache["vbuf"][:, :, n:n + T] = v
+    cache["len"] = n + T
+    return cache["kbuf"][:, :, :n + T], cache["vbuf"][:, :, :n + T]
 
 
 def mlp(h, lin):
