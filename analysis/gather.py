@@ -34,9 +34,15 @@ def sweep_overrides(sweep_dir: Path) -> list[str]:
 
 def _job_dir(sweep_dir: Path, num: int) -> Path | None:
     """Job dirs are named `<num>_<override_dirname>` (conf/config.yaml); the number alone
-    identifies them, whatever characters the overrides put into the rest of the name."""
-    found = sorted(sweep_dir.glob(f"{num}_*")) + [p for p in [sweep_dir / str(num)] if p.is_dir()]
-    return found[0] if found else None
+    identifies them. An override value with a slash (trace.path=dir/t.parquet) nests the
+    job dir below that name, so the result files are looked for in the whole subtree."""
+    tops = sorted(sweep_dir.glob(f"{num}_*")) + [p for p in [sweep_dir / str(num)] if p.is_dir()]
+    for top in tops:
+        for name in ("metrics.json", "error.txt"):
+            found = sorted(top.rglob(name))
+            if found:
+                return found[0].parent
+    return tops[0] if tops else None
 
 
 def _point(num: int, job: list[str], job_dir: Path | None) -> dict[str, Any]:
@@ -94,6 +100,6 @@ def failure_report(frame: pd.DataFrame) -> str:
         return head
     lines = [f"{head}; {len(bad)} FAILED:"]
     for row in bad.itertuples():
-        where = Path(row.job_dir).name if row.job_dir else f"job {row.job} (no directory)"
+        where = row.job_dir or f"job {row.job} (no directory)"
         lines.append(f"  {where}: {row.status}: {row.error}")
     return "\n".join(lines)

@@ -1,0 +1,75 @@
+"""Exit traces as pandas tables, and the exit-policy trade-offs computed on them.
+
+`sim.trace` keeps a trace as arrays for speed; analysis wants one tidy table it can
+group by position, request or loop. The table is built from the validated `Trace`,
+so a file that the simulator would refuse is refused here too, with the same message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.config import ExitConfig
+from sim.exit_policy import apply_exit_policy
+from sim.trace import DEFAULT_TRACE, Trace, load_trace
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDED = REPO / "traces" / "data"
+
+
+def trace_paths() -> list[Path]:
+    """The bundled default trace, then every recorded trace (traces/data/*.parquet), so
+    figures pick up new recordings without being edited."""
+    return [DEFAULT_TRACE, *sorted(RECORDED.glob("*.parquet"))]
+
+
+def trace_name(trace: Trace) -> str:
+    """A short label: the recording's model if the file says, else the file name."""
+    stem = Path(trace.path).stem
+    model = trace.metadata.get("model", "")
+    return stem if not model or model.startswith("synthetic") or model == "test" else f"{model} ({stem})"
+
+
+def to_frame(trace: Trace) -> pd.DataFrame:
+    """One row per generated token: request_id, position, prompt_len, gen_len, exit_loop,
+    conf_k and correct_k per loop (when the trace has them). attrs: num_loops, path, metadata."""
+    n, offsets = trace.num_tokens, trace.offsets
+    req_index = np.repeat(np.arange(trace.gen_len.size), trace.gen_len)
+    frame = pd.DataFrame({
+        "request_id": trace.request_id[req_index],
+        "position": np.arange(n) - offsets[req_index],
+        "prompt_len": trace.prompt_len[req_index],
+        "gen_len": trace.gen_len[req_index],
+        "exit_loop": trace.exit_loop.astype(np.int64),
+    })
+    for prefix, values in (("conf", trace.conf), ("correct", trace.correct)):
+        if values is not None:
+            for k in range(trace.num_loops):
+                frame[f"{prefix}_{k + 1}"] = values[:, k]
+    frame.attrs.update(num_loops=trace.num_loops, path=trace.path, metadata=dict(trace.metadata),
+                       name=trace_name(trace))
+    return frame
+
+
+def load_trace_frame(path: str | Path | None = None, num_loops: int | None = None) -> pd.DataFrame:
+    """Load and validate a trace file (None: the bundled default) as a per-token table."""
+    return to_frame(load_trace(path, num_loops))
+
+
+def threshold_tradeoff(trace: Trace, thresholds: np.ndarray) -> pd.DataFrame:
+    """Mean exit loop (compute) against accuracy cost (share of tokens whose exit
+    prediction differs from the final one) for each confidence threshold, through the
+    simulator's own exit policy; the oracle (free by construction) as a reference row."""
+    rows = []
+    for t in thresholds:
+        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=float(t)),
+                                         trace.num_loops)
+        rows.append({"policy": "confidence", "threshold": float(t), "mean_exit_loop": exits.mean(),
+                     "accuracy_cost": wrong.mean()})
+    exits, wrong = apply_exit_policy(trace, ExitConfig(policy="oracle"), trace.num_loops)
+    rows.append({"policy": "oracle", "threshold": np.nan, "mean_exit_loop": exits.mean(),
+                 "accuracy_cost": wrong.mean()})
+    return pd.DataFrame(rows)
