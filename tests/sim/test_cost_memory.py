@@ -1,23 +1,20 @@
 """Cost and memory models against the paper's counts and the roofline's two regimes."""
 
 import pytest
-from omegaconf import OmegaConf
 
-from sim.config import CostConfig, HardwareConfig, MemoryConfig, ModelConfig
+from sim.config import CostConfig, HardwareConfig, MemoryConfig, ModelConfig, load_config
 from sim.cost import RooflineCost, StepLoad
 from sim.memory import KVMemory
 from sim.model_size import kv_bytes_per_token, non_embedding_params
-from tests.sim.test_cli import REPO
+from tests.sim.test_config import composed
 
 
-def model(name: str, **overrides) -> ModelConfig:
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(REPO / f"conf/model/{name}.yaml"))
-    return OmegaConf.to_object(OmegaConf.merge(cfg, overrides))
+def model(name: str, lora_rank: int = 0) -> ModelConfig:
+    return load_config(composed(f"model={name}", f"model.lora_rank={lora_rank}")).model
 
 
 def hardware(name: str) -> HardwareConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(HardwareConfig),
-                                               OmegaConf.load(REPO / f"conf/hardware/{name}.yaml")))
+    return load_config(composed(f"hardware={name}")).hardware
 
 
 # Non-embedding parameter counts from the paper's throughput table (billions).
