@@ -197,9 +197,9 @@ def train(cfg) -> dict:
         state["tokens"] += x.numel()
         win_tokens += x.numel()
         win_loss.append(loss.item())
-        win_kl.append([float(k) for k in kls])
+        win_kl.append([k.item() for k in kls])
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", kl=f"{float(kls[-1]):.3f}")
+        bar.set_postfix(loss=f"{win_loss[-1]:.3f}", kl=f"{win_kl[-1][-1]:.3f}")
         state["elapsed_s"] = start_elapsed + time.time() - t_start
         s = state["step"]
         if cfg.eval_every and s % cfg.eval_every == 0:

@@ -1,0 +1,125 @@
+"""Uptrain -> checkpoint -> resume -> record on a tiny model; trace contract."""
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("hydra")
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+REQUIRED_META = ["num_loops", "model", "loops", "layout", "init", "lora_rank", "uptrain_steps",
+                 "uptrain_tokens", "prompts", "commit", "command", "date"]
+
+
+def _cfg(name, overrides):
+    from hydra import compose, initialize_config_module
+    with initialize_config_module(config_module="traces.conf", version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def _uptrain(tiny_dir, out, steps):
+    from traces.uptrain import train
+    cfg = _cfg("uptrain", [f"source={tiny_dir}", f"out_dir={out}", "name=tiny", "num_loops=3",
+                           "head=1", "tail=1", "lora_rank=4", f"max_steps={steps}", "eval_every=2",
+                           "eval_prompts=3", "eval_max_new=8", "refresh_every=3", "refresh_batch=3",
+                           "refresh_max_new=12", "min_pool_tokens=40", "seq_len=16", "batch=2"])
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_dir, tmp_path_factory):
+    import os
+    base = tmp_path_factory.mktemp("pipeline")
+    old = os.environ.get("RRTSIM_CACHE")
+    os.environ["RRTSIM_CACHE"] = str(base / "cache")
+    try:
+        run = base / "run"
+        s1 = _uptrain(tiny_dir, run, 3)
+        s2 = _uptrain(tiny_dir, run, 5)  # resumes from last.pt
+        from traces.record import run as record
+        cfg = _cfg("record", [f"checkpoint={run / 'best.pt'}", f"source={tiny_dir}", "name=tiny",
+                              f"out_dir={base / 'data'}", "num_prompts=5", "batch=2", "max_new=7"])
+        path, stats = record(cfg)
+    finally:
+        if old is None:
+            os.environ.pop("RRTSIM_CACHE", None)
+        else:
+            os.environ["RRTSIM_CACHE"] = old
+    return {"run": run, "s1": s1, "s2": s2, "path": path, "stats": stats}
+
+
+def test_uptrain_checkpoints_resumes_and_logs_curve(recorded):
+    import csv
+    run = recorded["run"]
+    assert recorded["s1"]["step"] == 3 and recorded["s2"]["step"] == 5
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    rows = list(csv.DictReader(open(run / "curve.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]  # resumed run did not re-evaluate step 0
+    assert all(0 <= float(r["agree_3"]) <= 1 for r in rows)
+    assert "resumed from" in (run / "log.txt").read_text()
+
+
+def test_trace_contract(recorded):
+    t = pq.read_table(recorded["path"])
+    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+    for k in REQUIRED_META:
+        assert k in meta, k
+    assert meta["num_loops"] == "3" and meta["layout"] == "middle_cycle"
+    df = t.to_pandas()
+    N = 3
+    for c in ["request_id", "position", "prompt_len", "exit_loop", "token", "teacher_token"] + \
+            [f"pred_{k}" for k in range(1, N + 1)]:
+        assert df[c].dtype == np.int64, c
+    for k in range(1, N + 1):
+        assert df[f"conf_{k}"].dtype == np.float64 and df[f"correct_{k}"].dtype == bool
+        assert ((df[f"conf_{k}"] >= 0) & (df[f"conf_{k}"] <= 1)).all()
+        assert (df[f"margin_{k}"] >= 0).all() and (df[f"entropy_{k}"] >= -1e-6).all()
+    assert df.request_id.nunique() == 5
+    for _, g in df.groupby("request_id"):
+        assert g.position.tolist() == list(range(len(g)))
+        assert g.prompt_len.nunique() == 1 and len(g) <= 7
+    assert (recorded["path"].with_suffix(".md")).exists()
+
+
+def test_exit_loop_consistent_with_predictions(recorded):
+    df = pq.read_table(recorded["path"]).to_pandas()
+    N = 3
+    preds = df[[f"pred_{k}" for k in range(1, N + 1)]].to_numpy()
+    assert (df.token == df[f"pred_{N}"]).all()  # generation continues with the final loop
+    for row, e in zip(preds, df.exit_loop):
+        assert 1 <= e <= N
+        assert row[e - 1] == row[-1] and all(row[k] != row[-1] for k in range(e - 1))
+    for k in range(1, N + 1):
+        assert (df[f"correct_{k}"] == (df[f"pred_{k}"] == df[f"pred_{N}"])).all()
+
+
+def test_teacher_token_is_original_models_greedy_choice(recorded, tiny_dir):
+    """teacher_token at position p = the original's argmax given the same prefix."""
+    from traces.base_model import load_base
+    from traces.generate import chat_ids
+    from traces.prompts import load_prompts
+    from traces.recursive import original_from_hf
+    hf, tok = load_base(str(tiny_dir))
+    teacher = original_from_hf(hf)
+    df = pq.read_table(recorded["path"]).to_pandas()
+    prompts = {p["id"]: p["prompt"] for p in load_prompts("heldout")}
+    rid = df.request_id.iloc[0]
+    g = df[df.request_id == rid]
+    ids = chat_ids(tok, prompts[rid]) + g.token.tolist()
+    with torch.no_grad():
+        top = teacher(torch.tensor([ids]))[-1][0].argmax(-1)
+    P = g.prompt_len.iloc[0]
+    assert top[P - 1:P - 1 + len(g)].tolist() == g.teacher_token.tolist()
+
+
+def test_round_trip_through_sim_loader(recorded):
+    try:
+        from sim.trace import load_trace
+    except ImportError as e:
+        pytest.skip(f"sim.trace not available yet: {e}")
+    tr = load_trace(recorded["path"])
+    df = pq.read_table(recorded["path"]).to_pandas()
+    assert tr.num_loops == 3 and tr.num_tokens == len(df)
+    assert tr.exit_loop.tolist() == df.sort_values(["request_id", "position"]).exit_loop.tolist()
+    assert tr.conf is not None and tr.conf.shape == (len(df), 3)
+    assert tr.correct is not None and tr.correct[:, -1].all()
