@@ -8,14 +8,13 @@ ends with one line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-import hashlib
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
