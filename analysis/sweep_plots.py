@@ -144,7 +144,7 @@ def latency_vs_throughput(axes: list[plt.Axes], frame: pd.DataFrame) -> None:
         ax.set_title(f"{q} request latency as the arrival rate grows")
 
 
-def _legend(fig: plt.Figure, ax: plt.Axes) -> None:
+def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), frameon=False)
 
@@ -163,7 +163,7 @@ def plot_sweep(frame: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> li
             fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
             draw(ax, ok)
             ax.set_title(title)
-            _legend(fig, ax)
+            legend_below(fig, ax)
             written += save(fig, out_dir / f"{prefix}{name}", formats=("png",))
     baselines = [{"scheduler": b} for b in BASELINES if b in set(ok["scheduler"])]
     if baselines and ok["scheduler"].nunique() > 1:
@@ -172,12 +172,12 @@ def plot_sweep(frame: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> li
         speedup_axes(list(axes[0]), ok, baselines)
         fig.suptitle(f"throughput speedup, {title}")
         if varies(ok, "batch_size"):
-            _legend(fig, axes[0][0])
+            legend_below(fig, axes[0][0])
         written += save(fig, out_dir / f"{prefix}speedup", formats=("png",))
     if varies(ok, "rate"):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
         latency_vs_throughput(list(axes), ok)
         fig.suptitle(f"online serving (Poisson arrivals), {title}")
-        _legend(fig, axes[0])
+        legend_below(fig, axes[0])
         written += save(fig, out_dir / f"{prefix}latency_vs_throughput", formats=("png",))
     return written

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from sim.config import ExitConfig
 from sim.exit_policy import apply_exit_policy
@@ -54,9 +55,30 @@ def to_frame(trace: Trace) -> pd.DataFrame:
     return frame
 
 
+def _extra_columns(path: Path, known: pd.Index) -> pd.DataFrame | None:
+    """Columns the simulator ignores but analysis wants (a recording's `token` ids, say),
+    keyed by (request_id, position)."""
+    names = pq.read_schema(path).names if path.suffix.lower() != ".csv" else pd.read_csv(path, nrows=0).columns
+    extra = [c for c in names if c not in known and not c.startswith("__index")]
+    if not extra:
+        return None
+    keys = ["request_id", "position"]
+    cols = keys + extra
+    raw = pd.read_csv(path, usecols=cols) if path.suffix.lower() == ".csv" else pd.read_parquet(path, columns=cols)
+    return raw.astype({k: "int64" for k in keys})
+
+
 def load_trace_frame(path: str | Path | None = None, num_loops: int | None = None) -> pd.DataFrame:
-    """Load and validate a trace file (None: the bundled default) as a per-token table."""
-    return to_frame(load_trace(path, num_loops))
+    """Load and validate a trace file (None: the bundled default) as a per-token table,
+    sorted by request and position; columns beyond the trace schema are kept."""
+    trace = load_trace(path, num_loops)
+    frame = to_frame(trace)
+    extra = _extra_columns(Path(trace.path), frame.columns)
+    if extra is not None:
+        attrs = frame.attrs
+        frame = frame.merge(extra, on=["request_id", "position"], how="left", validate="one_to_one")
+        frame.attrs = attrs
+    return frame
 
 
 def threshold_tradeoff(trace: Trace, thresholds: np.ndarray) -> pd.DataFrame:
