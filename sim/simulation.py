@@ -7,7 +7,7 @@ around it. Reading top to bottom follows a token from the trace to the numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -48,7 +48,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     trace = trace if trace is not None else load_run_trace(cfg)
     sched_cls = SCHEDULERS[cfg.scheduler.name]
     m = cfg.model
-    exit_cfg = cfg.exit if sched_cls.honours_exits else type(cfg.exit)(policy="none", kv_policy=cfg.exit.kv_policy)
+    exit_cfg = cfg.exit if sched_cls.honours_exits else replace(cfg.exit, policy="none")
     exits, wrong = apply_exit_policy(trace, exit_cfg, m.loops)
     wl = build_workload(trace.prompt_len, trace.gen_len, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
