@@ -20,6 +20,12 @@ def _curve_rows(ckpt_path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _uptrain_command(cfg: dict) -> str:
+    keys = ["name", "num_loops", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
+            "max_minutes", "refresh_every", "device", "threads"]
+    return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+
+
 def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck: dict) -> Path:
     N = stats["num_loops"]
     cfg = ck.get("config", {})
@@ -33,7 +39,10 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              f"- uptrained {meta['uptrain_steps']} steps, {int(meta['uptrain_tokens']):,} tokens of "
              f"distillation (KL to the original model; weights 0.1 intermediate / 1.0 last loop), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",
-             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature')} }`",
+             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','max_minutes')} }`",
+             f"- uptraining command (resumable): `{_uptrain_command(cfg)}`",
+             f"- uptraining wall clock: {float(ck.get('train_state', {}).get('elapsed_s', 0)) / 60:.1f} min "
+             f"(shared 2-core CPU machine)",
              "", "## How it was made", "",
              f"- prompts: {meta['prompts']} (held-out: never seen by uptraining), ChatML template",
              f"- greedy decoding on the final loop, at most {meta['max_new']} new tokens per request "
@@ -56,8 +65,8 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               f"(student + original in lockstep, {stats['record_seconds']:.0f} s)"]
     rows = _curve_rows(Path(meta["checkpoint"]))
     if rows:
-        lines += ["", "## Learning curve (held-out, teacher-forced agreement on 16 held-out prompts' "
-                  "teacher answers)", "",
+        lines += ["", f"## Learning curve (held-out, teacher-forced agreement with the original's "
+                  f"top-1 on {cfg.get('eval_prompts', '?')} held-out prompts' greedy teacher answers)", "",
                   "| step | tokens | minutes | train tok/s | loss | " +
                   " | ".join(f"agree loop {k}" for k in range(1, N + 1)) + " |",
                   "|---|---|---|---|---|" + "---|" * N]
@@ -71,10 +80,15 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
                          f"{float(r['elapsed_s'] or 0) / 60:.1f} | {r.get('tok_s') or '-'} | "
                          f"{(float(r['loss']) if r.get('loss') else float('nan')):.3f} | " +
                          " | ".join(f"{float(r[f'agree_{k}']):.3f}" for k in range(1, N + 1)) + " |")
-    lines += ["", "## Sample (first request, generated text)", ""]
-    first = df[df.request_id == df.request_id.iloc[0]]
-    text = tok.decode(first.token.tolist())
-    lines += ["```text", text.strip()[:1200], "```", ""]
+    lines += ["", "## Samples (prompt, then the recursive model's greedy answer)", ""]
+    from .prompts import load_prompts
+    prompts = {p["id"]: p["prompt"] for p in load_prompts("all")}
+    lengths = df.groupby("request_id").size()
+    picks = [r for r in lengths.index if lengths[r] >= 24][:2] or list(lengths.index[:1])
+    for rid in picks:
+        g = df[df.request_id == rid]
+        lines += [f"**Prompt {rid}:** {prompts.get(int(rid), '?')}", "",
+                  "```text", tok.decode(g.token.tolist()).strip()[:900], "```", ""]
     lines += ["## Columns", "",
               "request_id, position (0-based, contiguous), prompt_len, exit_loop (oracle: first loop "
               "whose top-1 equals the final loop's), token (emitted = final loop's top-1), "

@@ -101,6 +101,11 @@ def write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, str]):
     pq.write_table(table, path, compression="zstd")
 
 
+def _base_name(source: str) -> str:
+    d = describe_source(source)
+    return f"SmolLM2-135M-Instruct ({d})" if d.endswith(".gguf") else d
+
+
 def git_commit() -> str:
     try:
         return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
@@ -137,8 +142,8 @@ def run(cfg) -> tuple[Path, dict]:
     N = student.num_exits
     df = to_frame(rows, N)
     meta = {
-        "num_loops": N, "model": f"SmolLM2-135M-Instruct ({describe_source(cfg.source)}) "
-        f"relaxed recursive: {spec.describe(student.num_layers)}",
+        "num_loops": N, "model": f"{_base_name(cfg.source)} relaxed recursive: "
+        f"{spec.describe(student.num_layers)}",
         "loops": N, "layout": spec.layout, "init": spec.init, "lora_rank": spec.lora_rank,
         "uptrain_steps": st.get("step", 0), "uptrain_tokens": st.get("tokens", 0),
         "prompts": f"{PROMPTS_FILE.relative_to(Path.cwd()) if PROMPTS_FILE.is_relative_to(Path.cwd()) else PROMPTS_FILE.name}"
