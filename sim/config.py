@@ -56,6 +56,9 @@ class ExitConfig:
     policy: str = "oracle"
     threshold: float = 0.9  # for policy=confidence
     kv_policy: str = "ignore"
+    # True: every token evaluates the LM head after every loop (how a confidence exit
+    # decides). False: only tokens that leave do, as if a free classifier decided.
+    head_every_loop: bool = True
 
 
 @dataclass

@@ -53,7 +53,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     wl = build_workload(trace.prompt_len, trace.gen_len, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
     state = SlotState(wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
-                      checks_every_loop=exit_cfg.policy != "none",
+                      checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                       edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
     engine = Engine(state, sched_cls(state), make_cost_model(cfg.cost, cfg.hardware, m),

@@ -162,7 +162,7 @@ class SlotState:
             entering_context=entering_context,
             exiting=exited.size,
             exiting_context=exiting_context,
-            heads=n if self.checks_every_loop else int(hist[n_loops]),
+            heads=n if self.checks_every_loop else exited.size,
             kv_proj_layers=kv_proj,
             prefill=self.prefill,
         )
