@@ -63,3 +63,12 @@ def test_constant_prefill_and_head_costs_add_per_step():
     # 4 loop steps of 1 ms; one prefill step of two requests (2 x 0.5 s);
     # static checks heads only at the last loop: 2 of the 4 steps.
     assert res.metrics["makespan_s"] == pytest.approx(4e-3 + 1.0 + 2 * 0.25)
+
+
+@pytest.mark.parametrize("every_loop,heads", [(True, 4), (False, 2)])
+def test_head_cost_every_loop_or_only_on_exit(every_loop, heads):
+    cfg = analytic_config("depthwise", 1, 2)
+    cfg.cost.head_s = 0.25
+    cfg.exit.head_every_loop = every_loop
+    res = simulate(cfg, trace=make_trace([[2, 2]], 2))
+    assert res.metrics["makespan_s"] == pytest.approx(4e-3 + heads * 0.25)
