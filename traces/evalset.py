@@ -39,7 +39,7 @@ def build_evalset(teacher, tok, source: str, n: int, max_new: int) -> dict:
     for b, (p, s) in enumerate(zip(ids, seqs)):
         inp[b, :len(s)] = torch.tensor(s)
         mask[b, len(p) - 1:len(s) - 1] = True
-    t_logits = teacher(inp)[-1]
+    t_logits = teacher(inp.to(teacher.embed.device))[-1].cpu()
     ev = {"input": inp, "mask": mask, "teacher_top1": t_logits.argmax(-1),
           "teacher_logp": None, "prompt_ids": [p["id"] for p in prompts]}
     path.parent.mkdir(parents=True, exist_ok=True)

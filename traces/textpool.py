@@ -57,7 +57,7 @@ def add_shard(teacher, tok, source: str = DEFAULT_SOURCE, batch: int = 32,
     prompts = load_prompts("train")
     chosen = [rng.choice(prompts) for _ in range(batch)]
     ids = [chat_ids(tok, p["prompt"]) for p in chosen]
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=teacher.embed.device).manual_seed(seed)
     t0 = time.time()
     res = decode([teacher], ids, sampler(temperature, gen), max_new, stop_ids(tok),
                  tok.pad_token_id if tok.pad_token_id is not None else 0)

@@ -183,9 +183,10 @@ def train(cfg) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         x = sampler.batch(cfg.batch).to(dev)
-        with torch.no_grad():
-            tl = teacher(x)[-1]
-        outs = model(x)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)):
+            with torch.no_grad():
+                tl = teacher(x)[-1]
+            outs = model(x)
         kls = kd_losses(outs, tl)
         loss = sum(w * k for w, k in zip(weights, kls))
         opt.zero_grad(set_to_none=True)
