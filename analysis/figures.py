@@ -26,7 +26,7 @@ from tqdm import tqdm
 from analysis import sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
 from analysis.paper_table import MEMORY_MAX, build_table, simulate_rows, write_table
-from analysis.style import KV_COLORS, KV_POLICIES, save, scheduler_label
+from analysis.style import KV_COLORS, KV_POLICIES, PLAIN, THOUSANDS, save, scheduler_label
 from analysis.trace_plots import exit_histogram, thresholds, tradeoff
 from analysis.traces import REPO, load_trace_frame, threshold_tradeoff, trace_paths
 from sim.simulation import simulate
@@ -147,14 +147,16 @@ def kv_figure(out: Path) -> list[Output]:
     points = [[*base, "scheduler=depthwise", f"exit.kv_policy={kv}"] for _, base in settings for kv in KV_POLICIES]
     frame = run_grid(points, desc="kv policies")
     fig, axes = plt.subplots(len(settings), 3, figsize=(12, 3.6 * len(settings)), layout="constrained")
-    panels = [("throughput_tok_s", 1, "throughput (generated tokens/s)"),
-              ("peak_kv_bytes", 1e-9, "peak KV cache (GB)"),
-              ("effective_batch", 1, "effective batch (requests resident)")]
+    panels = [("throughput_tok_s", 1, "throughput (generated tokens/s)", "{:,.0f}"),
+              ("peak_kv_bytes", 1e-9, "peak KV cache (GB)", "{:.3g}"),
+              ("effective_batch", 1, "effective batch (requests resident)", "{:,.0f}")]
     for r, (label, _) in enumerate(settings):
         rows = frame.iloc[r * len(KV_POLICIES):(r + 1) * len(KV_POLICIES)]
-        for ax, (col, scale, ylabel) in zip(axes[r], panels):
+        for ax, (col, scale, ylabel, fmt) in zip(axes[r], panels):
             bars = ax.bar(rows["exit.kv_policy"], rows[col] * scale, color=[KV_COLORS[k] for k in rows["exit.kv_policy"]])
-            ax.bar_label(bars, fmt="{:,.3g}", fontsize=7)
+            ax.bar_label(bars, fmt=fmt, fontsize=7)
+            ax.yaxis.set_major_formatter(THOUSANDS if fmt.startswith("{:,") else PLAIN)
+            ax.set_ylim(0, (rows[col] * scale).max() * 1.15)
             ax.set_ylabel(ylabel)
             ax.set_xlabel("exit.kv_policy")
             ax.set_title(label, fontsize=9)
@@ -162,14 +164,16 @@ def kv_figure(out: Path) -> list[Output]:
                 cap = rows["kv_capacity_bytes"].iloc[0] * scale
                 if cap < 2 * ax.get_ylim()[1]:
                     ax.axhline(cap, color="black", linestyle="--", linewidth=0.8, label="KV capacity")
-                    ax.legend(loc="lower right")
+                    ax.set_ylim(0, cap * 1.3)
+                    ax.legend(loc="upper center", ncol=1)
     fig.suptitle("KV policies for exited tokens under depth-wise batching (oracle exits)")
     data = out / "data" / "kv_policies.csv"
     frame.to_csv(data, index=False, float_format="%.6g")
     return [Output("kv_policies", "Depth-wise batching with each KV policy: throughput, peak KV memory and "
                    f"the batch memory admits. Top: paper-like Gemma, {PAPER_TABLE_REQUESTS} requests, batch "
                    "limited by memory only (share keeps one loop's KV, so more requests fit). Bottom: SmolLM2 "
-                   "default trace at batch 64, where memory never binds and only compute differs.",
+                   "default trace at batch 64, where memory never binds and only compute differs. With share, "
+                   "about 1,400 of the 2,048 requests fit at once, so a full wave is followed by a smaller one.",
                    [*save(fig, out / "kv_policies"), data])]
 
 
@@ -230,10 +234,10 @@ FIGURES = {
         "serves both.", baselines=("static",)),
     "smollm2": lambda out: batch_sweep(
         out, "throughput_vs_batch_smollm2", SMOL, "smollm2_135m_3x10", "smollm2_135m_vanilla",
-        [1, 2, 4, 8, 16, 32, 64, 128, 256],
+        [1, 2, 4, 8, 16, 32, 64, 128, 200],
         "SmolLM2-135M: 3 loops x 10 layers (solid) and vanilla 30 layers (dashed), default trace, A100 40 GB",
         "Throughput, slot utilization and speedup against the batch size limit for SmolLM2-135M on the "
-        "bundled default trace (200 requests)."),
+        "bundled default trace (200 requests; at batch 200 all are resident from the start)."),
     "table": paper_table,
     "timeline": timeline_figure,
     "kv": kv_figure,

@@ -16,6 +16,7 @@ from analysis.grid import compose_run, run_grid
 from analysis.paper import PAPER_SETTING, ROWS
 from sim.model_size import non_embedding_params
 
+SPEEDUP = "x vanilla static"  # column suffix: throughput over the first row's, same column group
 MEMORY_MAX = 4096  # a batch limit no memory admits: the memory model sets the batch
 
 
@@ -34,15 +35,14 @@ def build_table(results: pd.DataFrame, base: list[str]) -> pd.DataFrame:
         params = non_embedding_params(compose_run([*base, *row.overrides]).model)
         rows.append({
             "model": row.label, "params (non-emb)": f"{params / 1e9:.2f}B", "batching": row.batching,
-            "exit": row.exit, "paper tok/s": row.paper_tok_s, "paper batch": row.paper_batch,
-            "rrtsim tok/s @ paper batch": at_paper["throughput_tok_s"],
-            "rrtsim tok/s @ memory max": at_max["throughput_tok_s"],
-            "rrtsim memory-max batch": int(at_max["effective_batch"]),
+            "exit": row.exit, "paper batch": row.paper_batch, "paper tok/s": row.paper_tok_s,
+            "rrtsim tok/s, paper batch": at_paper["throughput_tok_s"],
+            "rrtsim batch, memory max": int(at_max["effective_batch"]),
+            "rrtsim tok/s, memory max": at_max["throughput_tok_s"],
         })
     table = pd.DataFrame(rows)
-    for col, ref in (("paper tok/s", "paper"), ("rrtsim tok/s @ paper batch", "rrtsim @ paper batch"),
-                     ("rrtsim tok/s @ memory max", "rrtsim @ memory max")):
-        table.insert(table.columns.get_loc(col) + 1, f"{ref} vs vanilla static", table[col] / table[col].iloc[0])
+    for col in ("paper tok/s", "rrtsim tok/s, paper batch", "rrtsim tok/s, memory max"):
+        table.insert(table.columns.get_loc(col) + 1, col.replace("tok/s", SPEEDUP), table[col] / table[col].iloc[0])
     return table
 
 
@@ -51,7 +51,7 @@ def write_table(table: pd.DataFrame, stem: Path, notes: list[str]) -> list[Path]
     table.to_csv(csv, index=False, float_format="%.4g")
     shown = table.copy()
     for col in shown.columns:
-        if col.endswith("vs vanilla static"):
+        if SPEEDUP in col:
             shown[col] = shown[col].map("{:.2f}x".format)
         elif "tok/s" in col:
             shown[col] = shown[col].map("{:,.0f}".format)

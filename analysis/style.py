@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are files; never open a window (CI, workers, notebooks alike)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
 SCHEDULER_COLORS = {  # Okabe-Ito: distinguishable with colour-blindness and in greyscale print
@@ -42,6 +43,12 @@ plt.rcParams.update({
     "axes.spines.top": False,
     "axes.spines.right": False,
 })
+
+
+THOUSANDS = FuncFormatter(lambda v, _: f"{v:,.0f}")  # 120,000 rather than 1.2e5 or 120000
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # log axes: 0.05, not 5 x 10^-2
+# minor ticks of a log axis: label only 2x and 5x, so neighbours never collide
+LOG_MINOR = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
 
 
 def scheduler_color(name: str) -> str:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from analysis.style import (LINESTYLES, MARKERS, SCHEDULERS, save, scheduler_color,
+from analysis.style import (LINESTYLES, LOG_MINOR, MARKERS, PLAIN, SCHEDULERS, THOUSANDS, save, scheduler_color,
                             scheduler_label)
 
 # Override keys already shown by an axis or by colour (and their metric names).
@@ -63,8 +63,11 @@ def _groups(frame: pd.DataFrame, series: list[str]) -> Iterable[tuple[str, dict[
 def _style(sched: str, combo: dict[str, Any], combos: list[dict[str, Any]]) -> dict[str, Any]:
     i = combos.index(combo) if combo in combos else 0
     label = scheduler_label(sched) + "".join(f", {v}" for v in combo.values())
-    return dict(color=scheduler_color(sched), linestyle=LINESTYLES[i % len(LINESTYLES)],
-                marker=MARKERS[i % len(MARKERS)], label=label, markersize=4)
+    style = dict(color=scheduler_color(sched), linestyle=LINESTYLES[i % len(LINESTYLES)],
+                 marker=MARKERS[i % len(MARKERS)], label=label, markersize=4)
+    if sched == "static":  # hollow and on top: where it equals continuous (same lengths) both stay visible
+        style.update(markerfacecolor="none", markersize=8, zorder=3)
+    return style
 
 
 def _batch_axis(ax: plt.Axes, values: pd.Series) -> None:
@@ -78,12 +81,13 @@ def _batch_axis(ax: plt.Axes, values: pd.Series) -> None:
         ax.tick_params(axis="x", labelrotation=45)
 
 
-def lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, scale: float = 1.0) -> None:
-    """One line per scheduler (colour) and series combination (style), sorted by x."""
+def lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, scale: float = 1.0, order: str | None = None) -> None:
+    """One line per scheduler (colour) and series combination (style), points joined in
+    the order of `order` (default: x)."""
     series = series_keys(frame)
     combos = frame[series].drop_duplicates().to_dict("records") if series else [{}]
     for sched, combo, rows in _groups(frame, series):
-        rows = rows.sort_values(x)
+        rows = rows.sort_values(order or x)
         ax.plot(rows[x], rows[y] * scale, **_style(sched, combo, combos))
 
 
@@ -91,7 +95,7 @@ def throughput_vs_batch(ax: plt.Axes, frame: pd.DataFrame) -> None:
     lines(ax, frame, "batch_size", "throughput_tok_s")
     _batch_axis(ax, frame["batch_size"])
     ax.set_ylabel("throughput (generated tokens/s)")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_major_formatter(THOUSANDS)
     ax.set_ylim(bottom=0)
 
 
@@ -135,12 +139,16 @@ def speedup_axes(axes: list[plt.Axes], frame: pd.DataFrame, baselines: list[dict
 
 
 def latency_vs_throughput(axes: list[plt.Axes], frame: pd.DataFrame) -> None:
-    """Online serving: each point an arrival rate; p50 and p99 end-to-end latency."""
+    """Online serving: each point an arrival rate (joined in rate order: past saturation
+    the achieved throughput can fall back); p50 and p99 end-to-end latency."""
     for ax, q in zip(axes, ("p50", "p99")):
-        lines(ax, frame, "throughput_tok_s", f"e2e_{q}_s")
+        lines(ax, frame, "throughput_tok_s", f"e2e_{q}_s", order="rate")
         ax.set_xlabel("achieved throughput (generated tokens/s)")
+        ax.xaxis.set_major_formatter(THOUSANDS)
         ax.set_ylabel(f"end-to-end latency {q} (s)")
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PLAIN)
+        ax.yaxis.set_minor_formatter(LOG_MINOR)
         ax.set_title(f"{q} request latency as the arrival rate grows")
 
 
