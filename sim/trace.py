@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from sim.errors import TraceError
 
 REQUIRED = ("request_id", "position", "prompt_len", "exit_loop")
+_PER_LOOP = re.compile(r"^(conf|correct)_\d+$")
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_TRACE = DATA_DIR / "synthetic_3loop.parquet"
 
@@ -59,7 +60,10 @@ def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         if suffix == ".csv":
             frame = pd.read_csv(path)
             return frame, {}
-        table = pq.read_table(path)
+        # Read only what the simulator uses: recorded traces carry many more columns.
+        names = pq.read_schema(path).names
+        wanted = [c for c in names if c in REQUIRED or _PER_LOOP.match(c)]
+        table = pq.read_table(path, columns=wanted if set(REQUIRED) <= set(wanted) else None)
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: empty file") from None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -68,7 +72,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         raise TraceError(f"{path}: not a readable {kind} file ({detail})") from None
     meta = {k.decode(errors="replace"): v.decode(errors="replace")
             for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"pandas")}
-    return table.to_pandas(), meta
+    return table.to_pandas(split_blocks=True, self_destruct=True), meta
 
 
 def _fail(path: str, column: str, frame: pd.DataFrame, bad: np.ndarray, what: str) -> None:
@@ -85,6 +89,8 @@ def _int_column(path: str, frame: pd.DataFrame, column: str) -> np.ndarray:
     series = frame[column]
     if not (pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series)):
         raise TraceError(f"{path}: column '{column}' must be integer, found {series.dtype}")
+    if pd.api.types.is_integer_dtype(series) and not series.hasnans:
+        return series.to_numpy(dtype=np.int64)
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     _fail(path, column, frame, ~np.isfinite(values), "is not a finite number")
     _fail(path, column, frame, values != np.round(values), "is not an integer")
