@@ -109,7 +109,8 @@ def utilization_vs_batch(ax: plt.Axes, frame: pd.DataFrame) -> None:
 def speedup(frame: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
     """Each point's throughput over the baseline point that differs from it only in the
     baseline's keys (e.g. {"scheduler": "static"}: same batch size, same other keys)."""
-    on = [k for k in ["batch_size", *series_keys(frame)] if k not in baseline and k in frame]
+    on = [k for k in ["batch_size", "rate", *series_keys(frame)]
+          if k not in baseline and k in frame and frame[k].notna().any()]
     base = frame
     for k, v in baseline.items():
         base = base[base[k] == v]
@@ -174,7 +175,9 @@ def plot_sweep(frame: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> li
             legend_below(fig, ax)
             written += save(fig, out_dir / f"{prefix}{name}", formats=("png",))
     baselines = [{"scheduler": b} for b in BASELINES if b in set(ok["scheduler"])]
-    if baselines and ok["scheduler"].nunique() > 1:
+    # Under an arrival-rate sweep the offered load, not the scheduler, sets the throughput
+    # below saturation: a throughput ratio would mislead, the latency plot says it instead.
+    if baselines and ok["scheduler"].nunique() > 1 and not varies(ok, "rate"):
         fig, axes = plt.subplots(1, len(baselines), figsize=(5.5 * len(baselines), 4.2),
                                  layout="constrained", squeeze=False)
         speedup_axes(list(axes[0]), ok, baselines)

@@ -7,7 +7,7 @@ import pytest
 import analysis.traces
 from analysis import load_trace_frame, trace_paths
 from analysis.overrides import expand, parse_point
-from analysis.sweep_plots import speedup
+from analysis.sweep_plots import plot_sweep, speedup
 from analysis.traces import threshold_tradeoff
 from sim.errors import TraceError
 from sim.trace import DEFAULT_TRACE, load_trace, write_trace
@@ -74,3 +74,16 @@ def test_speedup_matches_the_baseline_point_on_the_other_keys():
     frame.attrs["swept"] = ["scheduler", "scheduler.batch_size"]
     out = speedup(frame, {"scheduler": "static"}).set_index(["scheduler", "batch_size"])["speedup"]
     assert out[("static", 8)] == 1.0 and out[("depthwise", 8)] == 2.5 and out[("depthwise", 16)] == 1.5
+
+
+def test_sweep_plots_follow_the_swept_keys(tmp_path):
+    """An arrival-rate sweep at one batch size: the latency plot only (no batch curves, and no
+    throughput ratio, which the offered load would dominate)."""
+    rows = [{"status": "ok", "scheduler": s, "workload.rate": r, "rate": r, "batch_size": 32,
+             "throughput_tok_s": r * k, "e2e_p50_s": 0.1 * k, "e2e_p99_s": 0.3 * k}
+            for s, k in (("continuous", 1.0), ("depthwise", 1.3)) for r in (100, 200, 400)]
+    rows.append({"status": "error", "scheduler": "depthwise", "workload.rate": 800, "error": "bad"})
+    frame = pd.DataFrame(rows)
+    frame.attrs["swept"] = ["scheduler", "workload.rate"]
+    names = sorted(p.name for p in plot_sweep(frame, tmp_path))
+    assert names == ["latency_vs_throughput.png"]

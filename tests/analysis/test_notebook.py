@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -11,7 +10,6 @@ NOTEBOOK = REPO / "analysis" / "notebooks" / "traces.ipynb"
 
 
 def test_traces_notebook_executes():
-    pytest.importorskip("ipykernel")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # Run from the repo root, as a user starting Jupyter there: relative trace paths resolve.
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
