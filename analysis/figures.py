@@ -223,7 +223,7 @@ FIGURES = {
     "paper_like": lambda out: batch_sweep(
         out, "throughput_vs_batch_paper_like",
         [*PAPER, f"trace.synthetic.num_requests={PAPER_SWEEP_REQUESTS}"], "gemma2b_r2", "gemma2b_vanilla",
-        [8, 16, 32, 64, 128, 256],
+        [16, 32, 64, 128, 256],
         f"Paper-like setting: Gemma 2B family on A100 40 GB, prompt 512, 2048 generated, "
         f"{PAPER_SWEEP_REQUESTS} requests",
         "Throughput, slot utilization and speedup against the batch size limit on the paper-like setting "
