@@ -112,8 +112,9 @@ def paper_table(out: Path) -> list[Output]:
         f"rrtsim: `{' '.join(base)}`, roofline cost model (efficiencies 0.7/0.5, 20 us per step, not "
         "calibrated), oracle exits, kv_policy=ignore; exits 50/50 between loops 1 and 2 by assumption "
         "(no public Gemma exit trace). Absolute tok/s are not comparable with the paper's; the ratios are.",
-        f"'@ memory max': scheduler.batch_size={MEMORY_MAX}, so rrtsim's memory model "
-        "(KV of prompt + all generated tokens reserved at admission, 90% of 40 GB) sets the batch.",
+        f"'memory max' columns: scheduler.batch_size={MEMORY_MAX}, so rrtsim's memory model "
+        "(KV of prompt + all generated tokens reserved at admission, 90% of 40 GB) sets the batch; "
+        "'paper batch' columns: the paper's Table K.1 batch for that model.",
         "Every request generates exactly 2048 tokens (fixed lengths), so continuous batching has no "
         "finished requests to replace early: rrtsim's vanilla continuous equals vanilla static; the paper's "
         "1.41x presumably comes from requests ending at different lengths.",
