@@ -54,34 +54,37 @@ class Engine:
         return float(self.env.now)
 
     def _serve(self, bar: tqdm):
-        env, st, sched, cost = self.env, self.state, self.scheduler, self.cost
+        env, st, sched, step_time = self.env, self.state, self.scheduler, self.cost.step_time
+        timeout, run, computing, after_step = env.timeout, st.run, sched.computing, sched.after_step
         st.admit(env.now)
         shown = 0
-        while not st.done:
-            idx = sched.computing()
+        busy = 0.0
+        while st.finished < st.n_requests:
+            idx = computing()
             if idx.size == 0:
                 nxt = st.next_arrival()
                 if nxt is None or nxt < env.now:
                     raise InvariantError(f"stuck at t={env.now}: nothing to compute and no request to come")
-                yield env.timeout(nxt - env.now)
+                yield timeout(nxt - env.now)
                 st.admit(env.now)
                 continue
             recording = st.steps < self.timeline_steps
             if recording:
                 self._record(idx)
-            load, exited = st.run(idx)
-            dt = cost.step_time(load)
-            if not (dt > 0 and math.isfinite(dt)):
+            load, exited = run(idx)
+            dt = step_time(load)
+            if not 0.0 < dt < math.inf:
                 raise InvariantError(f"step time {dt} s is not a positive finite number")
             if recording:
                 self.timeline.duration.append(dt)
-            self.busy_s += dt
-            yield env.timeout(dt)
-            sched.after_step(exited, env.now)
+            busy += dt
+            yield timeout(dt)
+            after_step(exited, env.now)
             if st.steps % 512 == 0:
                 bar.update(st.emitted - shown)
                 shown = st.emitted
         bar.update(st.emitted - shown)
+        self.busy_s = busy
 
     def _record(self, idx: np.ndarray) -> None:
         st, tl = self.state, self.timeline

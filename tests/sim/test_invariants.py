@@ -101,3 +101,28 @@ def test_batch_of_one_depthwise_equals_sync_exit(trace_spec):
             for s in ("sync_exit", "depthwise")}
     assert span["depthwise"] == pytest.approx(span["sync_exit"])
     assert span["depthwise"] == pytest.approx(sum(map(sum, exits)) * 1e-3)
+
+
+def test_a_scheduler_that_cuts_tokens_short_is_caught():
+    """The runtime invariants are live: a buggy scheduler that emits every token after
+    one loop, whatever its exit, ends the run with an InvariantError."""
+    from sim.cost import ConstantCost
+    from sim.engine import Engine
+    from sim.errors import InvariantError
+    from sim.exit_policy import apply_exit_policy
+    from sim.schedulers.depthwise import DepthwiseScheduler
+    from sim.slots import SlotState
+    from sim.workload import build_workload
+
+    class EmitsEarly(DepthwiseScheduler):
+        def after_step(self, exited, now):
+            self.state.emit(self.state.active(), now)
+            self.state.admit(now)
+
+    cfg = analytic_config("depthwise", 2, 3)
+    trace = make_trace([[3, 2, 1], [2, 2]], 3)
+    exits, wrong = apply_exit_policy(trace, cfg.exit, 3)
+    wl = build_workload(trace.prompt_len, trace.gen_len, exits, wrong, 3, cfg.workload, 0)
+    state = SlotState(wl, 2, KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore"), "ignore", 10, True)
+    with pytest.raises(InvariantError, match="token-loops"):
+        Engine(state, EmitsEarly(state), ConstantCost(cfg.cost)).run()
