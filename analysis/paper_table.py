@@ -56,6 +56,6 @@ def write_table(table: pd.DataFrame, stem: Path, notes: list[str]) -> list[Path]
         elif "tok/s" in col:
             shown[col] = shown[col].map("{:,.0f}".format)
     body = shown.to_markdown(index=False)
-    md.write_text("\n".join([f"# Throughput: the paper's table and rrtsim\n", f"Paper setting: {PAPER_SETTING}.\n",
+    md.write_text("\n".join(["# Throughput: the paper's table and rrtsim\n", f"Paper setting: {PAPER_SETTING}.\n",
                              body, "", *[f"- {n}" for n in notes], ""]))
     return [md, csv]

@@ -18,7 +18,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
-
 def gather_and_plot(sweep_dir: Path) -> str:
     """Write sweep.parquet and the plots into the sweep dir; return the console report."""
     # Imported here, not at the top: Hydra instantiates callbacks for single runs too,
