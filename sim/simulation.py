@@ -50,7 +50,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     m = cfg.model
     exit_cfg = cfg.exit if sched_cls.honours_exits else replace(cfg.exit, policy="none")
     exits, wrong = apply_exit_policy(trace, exit_cfg, m.loops)
-    wl = build_workload(trace.prompt_len, trace.gen_len, exits, wrong, m.loops, cfg.workload, cfg.seed)
+    wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
     state = SlotState(wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
                       checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,

@@ -26,8 +26,28 @@ DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_TRACE = DATA_DIR / "synthetic_3loop.parquet"
 
 
+class RequestTokens:
+    """Tokens stored flat, request after request: what traces and workloads share."""
+
+    gen_len: np.ndarray  # (R,) tokens of each request
+    exit_loop: np.ndarray  # (T,) one entry per token
+
+    @property
+    def num_requests(self) -> int:
+        return int(self.gen_len.size)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.exit_loop.size)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(R+1,) start of each request's tokens in the token arrays."""
+        return np.concatenate(([0], np.cumsum(self.gen_len)))
+
+
 @dataclass
-class Trace:
+class Trace(RequestTokens):
     """Tokens sorted by (request, position); per-request arrays indexed 0..R-1."""
 
     path: str
@@ -39,15 +59,6 @@ class Trace:
     conf: Optional[np.ndarray] = None  # (T, num_loops) float32, top-1 prob after loop k
     correct: Optional[np.ndarray] = None  # (T, num_loops) bool, loop-k pred == final
     metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.exit_loop.size)
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """(R+1,) start of each request's tokens in the token arrays."""
-        return np.concatenate(([0], np.cumsum(self.gen_len)))
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:

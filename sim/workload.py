@@ -13,28 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config import WorkloadConfig
+from sim.trace import RequestTokens, Trace
 
 
 @dataclass
-class Workload:
+class Workload(RequestTokens):
     arrival: np.ndarray  # (R,) float64 seconds, non-decreasing: admission order is FIFO
     prompt_len: np.ndarray  # (R,) int64
     gen_len: np.ndarray  # (R,) int64
     exit_loop: np.ndarray  # (T,) int8, tokens of request r at offsets[r]:offsets[r+1]
     wrong: np.ndarray  # (T,) bool, exit prediction differs from the final loop's
     num_loops: int
-
-    @property
-    def num_requests(self) -> int:
-        return int(self.gen_len.size)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.exit_loop.size)
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate(([0], np.cumsum(self.gen_len)))
 
 
 def _token_index(offsets: np.ndarray, gen_len: np.ndarray, picks: np.ndarray) -> np.ndarray:
@@ -44,13 +33,14 @@ def _token_index(offsets: np.ndarray, gen_len: np.ndarray, picks: np.ndarray) ->
     return starts + np.arange(int(lengths.sum()))
 
 
-def build_workload(prompt_len: np.ndarray, gen_len: np.ndarray, exit_loop: np.ndarray, wrong: np.ndarray,
-                   num_loops: int, cfg: WorkloadConfig, seed: int) -> Workload:
+def build_workload(trace: Trace, exit_loop: np.ndarray, wrong: np.ndarray, num_loops: int,
+                   cfg: WorkloadConfig, seed: int) -> Workload:
+    """Requests of `trace` with the exit policy's per-token `exit_loop` and `wrong` flags."""
     rng = np.random.default_rng(seed)
+    prompt_len, gen_len = trace.prompt_len, trace.gen_len
     if cfg.num_requests is not None:
         picks = rng.integers(0, gen_len.size, size=cfg.num_requests)
-        offsets = np.concatenate(([0], np.cumsum(gen_len)))
-        idx = _token_index(offsets, gen_len, picks)
+        idx = _token_index(trace.offsets, gen_len, picks)
         prompt_len, gen_len, exit_loop, wrong = prompt_len[picks], gen_len[picks], exit_loop[idx], wrong[idx]
     n = gen_len.size
     if cfg.arrival == "poisson":

@@ -122,7 +122,7 @@ def test_a_scheduler_that_cuts_tokens_short_is_caught():
     cfg = analytic_config("depthwise", 2, 3)
     trace = make_trace([[3, 2, 1], [2, 2]], 3)
     exits, wrong = apply_exit_policy(trace, cfg.exit, 3)
-    wl = build_workload(trace.prompt_len, trace.gen_len, exits, wrong, 3, cfg.workload, 0)
+    wl = build_workload(trace, exits, wrong, 3, cfg.workload, 0)
     state = SlotState(wl, 2, KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore"), "ignore", 10, True)
     with pytest.raises(InvariantError, match="token-loops"):
         Engine(state, EmitsEarly(state), ConstantCost(cfg.cost)).run()
