@@ -9,6 +9,24 @@ def num_loops_of(df: pd.DataFrame) -> int:
     return max(int(c.split("_")[1]) for c in df.columns if c.startswith("pred_"))
 
 
+def repeated_mask(df: pd.DataFrame, n: int = 4) -> np.ndarray:
+    """True for tokens that complete an n-gram already seen earlier in the same
+    request: a cheap detector of degenerate, looping text (on which the
+    original model happily agrees with the student, inflating agreement)."""
+    out = np.zeros(len(df), dtype=bool)
+    toks, rids = df.token.to_numpy(), df.request_id.to_numpy()
+    start = 0
+    for i in range(1, len(df) + 1):
+        if i == len(df) or rids[i] != rids[start]:
+            seen = set()
+            for j in range(start + n - 1, i):
+                g = tuple(toks[j - n + 1:j + 1])
+                out[j] = g in seen
+                seen.add(g)
+            start = i
+    return out
+
+
 def trace_stats(df: pd.DataFrame) -> dict:
     N = num_loops_of(df)
     s = {"tokens": len(df), "requests": int(df.request_id.nunique()), "num_loops": N,
@@ -22,4 +40,11 @@ def trace_stats(df: pd.DataFrame) -> dict:
     s["exit_hist"] = {k + 1: int(h) for k, h in enumerate(hist)}
     s["exit_frac"] = {k + 1: float(h / len(df)) for k, h in enumerate(hist)}
     s["mean_exit_loop"] = float(df.exit_loop.mean())
+    rep = repeated_mask(df)
+    s["repeat_frac"] = float(rep.mean())
+    fresh = df[~rep]
+    nan = float("nan")
+    s["agree_teacher_final_fresh"] = float((fresh[f"pred_{N}"] == fresh.teacher_token).mean()) if len(fresh) else nan
+    s["agree_final_1_fresh"] = float(fresh["correct_1"].mean()) if len(fresh) else nan
+    s["mean_exit_loop_fresh"] = float(fresh.exit_loop.mean()) if len(fresh) else nan
     return s
