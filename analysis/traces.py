@@ -28,10 +28,9 @@ def trace_paths() -> list[Path]:
 
 
 def trace_name(trace: Trace) -> str:
-    """A short label: the recording's model if the file says, else the file name."""
-    stem = Path(trace.path).stem
-    model = trace.metadata.get("model", "")
-    return stem if not model or model.startswith("synthetic") or model == "test" else f"{model} ({stem})"
+    """A short label for legends and panel titles: the file name (a recording's card,
+    beside it in traces/data/, says which model made it)."""
+    return Path(trace.path).stem
 
 
 def to_frame(trace: Trace) -> pd.DataFrame:
