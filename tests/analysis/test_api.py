@@ -31,7 +31,7 @@ def test_trace_frame_keeps_columns_the_simulator_ignores(tmp_path):
     write_trace(frame.iloc[::-1], path, 3, {"model": "smollm2-test"})  # unsorted on disk
     tokens = load_trace_frame(path)
     assert list(tokens.token) == [11, 12, 13, 14, 15]
-    assert tokens.attrs["name"] == "smollm2-test (t)"
+    assert tokens.attrs["name"] == "t"  # the file name labels figures
 
 
 def test_bad_trace_fails_as_in_the_simulator(tmp_path):
