@@ -102,7 +102,6 @@ class RooflineCost:
         hit = self._prefill_cache.get(key)
         if hit is not None:
             return hit
-        m = self.m
         total = sum(prompts)
         pairs = sum(p * p for p in prompts) / 2.0
         nbytes = self.all_bytes + self.head_bytes + total * self.kv_layer * self.all_layers

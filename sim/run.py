@@ -112,12 +112,13 @@ def main(cfg: DictConfig) -> float | None:
         typed = load_config(cfg)
         result = simulate(typed)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc)
+        print(f"error: {message}", file=sys.stderr)
         if not sweeping:
             _discard_empty(out)
             sys.exit(2)
         # In a sweep one bad point must not kill the others: record it for the gathering step.
-        write_atomic(out / "error.txt", lambda p: Path(p).write_text(f"{exc}\n"))
+        write_atomic(out / "error.txt", lambda p: Path(p).write_text(f"{message}\n"))
         return None
     (out / "error.txt").unlink(missing_ok=True)
     write_outputs(out, task, result.metrics, result.requests)
