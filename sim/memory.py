@@ -27,7 +27,8 @@ class KVMemory:
         self.in_use = 0
         self.peak = 0
 
-    def request_bytes(self, prompt_len: int, gen_len: int) -> int:
+    def request_bytes(self, prompt_len, gen_len):
+        """KV reserved at admission: prompt plus every generated token (ints or arrays)."""
         return (prompt_len + gen_len) * self.per_token
 
     def fits(self, nbytes: int) -> bool:

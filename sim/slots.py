@@ -32,7 +32,7 @@ class SlotState:
         self.edge_layers = edge_layers  # the model has prelude/coda layers: their context is needed
         self.exits = wl.exit_loop.astype(np.int64)
         self.offsets = wl.offsets
-        self.need = memory.per_token * (wl.prompt_len + wl.gen_len)
+        self.need = memory.request_bytes(wl.prompt_len, wl.gen_len)  # KV reserved per request
         if memory.limited and wl.num_requests:
             worst = int(np.argmax(self.need))
             if self.need[worst] > memory.capacity:
