@@ -22,9 +22,9 @@ RECORDED = REPO / "traces" / "data"
 
 
 def trace_paths() -> list[Path]:
-    """The bundled default trace, then every recorded trace (traces/data/*.parquet), so
-    figures pick up new recordings without being edited."""
-    return [DEFAULT_TRACE, *sorted(RECORDED.glob("*.parquet"))]
+    """The bundled default trace, then every other recorded trace (traces/data/*.parquet),
+    so figures pick up new recordings without being edited."""
+    return [DEFAULT_TRACE, *(p for p in sorted(RECORDED.glob("*.parquet")) if p != DEFAULT_TRACE)]
 
 
 def trace_name(trace: Trace) -> str:

@@ -96,21 +96,22 @@ class ModelConfig:
     `layers_per_block` layers run `loops` times, then `coda_layers` unique layers.
     A vanilla model is loops=1 with all its layers in the block."""
 
-    name: str = "smollm2_135m_3x10"
+    # Defaults: the layout of the default trace (conf/model/smollm2_135m_r2_mc.yaml).
+    name: str = "smollm2_135m_r2_mc"
     # Layers of the original model the recursive one was made from; when given, it must
-    # equal prelude + loops x layers_per_block + coda (catches e.g. model.loops=4 on 30 layers).
-    source_layers: Optional[int] = None
-    loops: int = 3
-    layers_per_block: int = 10
-    prelude_layers: int = 0
-    coda_layers: int = 0
+    # equal prelude + loops x layers_per_block + coda (catches e.g. model.loops=3 on 30 layers).
+    source_layers: Optional[int] = 30
+    loops: int = 2
+    layers_per_block: int = 14
+    prelude_layers: int = 1
+    coda_layers: int = 1
     d_model: int = 576
     n_heads: int = 9
     n_kv_heads: int = 3
     head_dim: int = 64
     d_mlp: int = 1536
     vocab: int = 49152
-    lora_rank: int = 0
+    lora_rank: int = 64
     dtype_bytes: int = 2
     tied_embeddings: bool = True
 

@@ -1,5 +1,5 @@
-"""Seeded synthetic exit traces, for tests, for settings no real model covers
-(the paper's Gemma), and as a stand-in until real traces are bundled.
+"""Seeded synthetic exit traces, for tests and for settings no real model covers
+(the paper's Gemma: trace=paper_like).
 
 Exit loops follow a given distribution with within-request correlation: with
 probability `correlation` a token repeats its predecessor's exit loop, otherwise
@@ -8,8 +8,8 @@ matter for batching because they make a request's total depth lumpier.
 Confidences are drawn so that a threshold policy has a real trade-off: loops at
 or after the exit are usually confident, earlier ones usually not, with overlap.
 
-Regenerate the bundled trace with:
-    python -m sim.synthetic sim/data/synthetic_3loop.parquet
+Write one to a file (then replay it with trace.path=FILE):
+    python -m sim.synthetic my_synthetic_3loop.parquet
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ from sim.errors import TraceError
 
 REQUIRED = ("request_id", "position", "prompt_len", "exit_loop")
 _PER_LOOP = re.compile(r"^(conf|correct)_\d+$")
-DATA_DIR = Path(__file__).parent / "data"
-DEFAULT_TRACE = DATA_DIR / "synthetic_3loop.parquet"
+# The best bundled real trace (its card is beside it in traces/data/); conf/config.yaml's
+# default model, smollm2_135m_r2_mc, is the layout that recorded it. Only the Parquet
+# file is read here, so the simulator still needs no torch.
+DEFAULT_TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "smollm2_r2_mc_r64.parquet"
 
 
 class RequestTokens:

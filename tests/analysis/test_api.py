@@ -17,8 +17,8 @@ from tests.sim.helpers import trace_frame
 def test_trace_frame_has_one_row_per_token_with_per_loop_columns():
     tokens = load_trace_frame()
     trace = load_trace()
-    assert len(tokens) == trace.num_tokens and tokens.attrs["num_loops"] == 3
-    assert {"conf_1", "conf_2", "conf_3", "correct_1", "correct_3", "gen_len"} <= set(tokens.columns)
+    assert len(tokens) == trace.num_tokens and tokens.attrs["num_loops"] == 2
+    assert {"conf_1", "conf_2", "correct_1", "correct_2", "pred_2", "teacher_token", "gen_len"} <= set(tokens.columns)
     first = tokens[tokens.request_id == tokens.request_id.iloc[0]]
     assert list(first.position) == list(range(len(first))) and (first.gen_len == len(first)).all()
     np.testing.assert_array_equal(tokens.exit_loop, trace.exit_loop)

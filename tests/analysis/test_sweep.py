@@ -27,7 +27,7 @@ def sweep(tmp_path_factory):
                 {"model": "test"})
     out = tmp / "multirun"
     proc = run("-m", "sim.run", "-m", "scheduler=static,depthwise", "scheduler.batch_size=0,2,4",
-               f"trace.path={trace}", "progress=false", f"hydra.sweep.dir={out}")
+               f"trace.path={trace}", "model=smollm2_135m_3x10", "progress=false", f"hydra.sweep.dir={out}")
     return proc, out
 
 

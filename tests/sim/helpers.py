@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.config import RunConfig, validate
+from sim.config import ModelConfig, RunConfig, validate
 from sim.trace import Trace, load_trace_frame
 
 
@@ -36,5 +36,12 @@ def analytic_config(scheduler: str, batch_size: int, num_loops: int, step_s: flo
     cfg.cost.kind = "constant"
     cfg.cost.loop_step_s = step_s
     cfg.memory.limit = False
-    cfg.model.loops = num_loops
+    cfg.model = looped_model(num_loops)
     return validate(cfg)
+
+
+def looped_model(num_loops: int) -> ModelConfig:
+    """SmolLM2's shape with a block of 10 layers looped `num_loops` times (any count:
+    no source model to match)."""
+    return ModelConfig(name=f"smollm2_135m_{num_loops}x10", source_layers=None, loops=num_loops,
+                       layers_per_block=10, prelude_layers=0, coda_layers=0)

@@ -29,7 +29,7 @@ def small_trace(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("scheduler", ["static", "continuous", "sync_exit", "depthwise"])
 def test_each_scheduler_writes_metrics(scheduler, small_trace, tmp_path):
-    proc = run_cli(f"scheduler={scheduler}", f"trace.path={small_trace}", *ANALYTIC,
+    proc = run_cli(f"scheduler={scheduler}", f"trace.path={small_trace}", "model=smollm2_135m_3x10", *ANALYTIC,
                    f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -47,7 +47,8 @@ def test_default_main_job_runs_on_bundled_trace(tmp_path):
     proc = run_cli("scheduler=depthwise", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["num_tokens"] > 10_000 and metrics["throughput_tok_s"] > 0
+    assert metrics["num_tokens"] > 20_000 and metrics["throughput_tok_s"] > 0
+    assert metrics["model"] == "smollm2_135m_r2_mc" and 1 < metrics["mean_exit_loop"] < 2  # real exits
 
 
 def test_bad_trace_is_one_line_error_and_writes_nothing(tmp_path):

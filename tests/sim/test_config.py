@@ -18,7 +18,7 @@ def composed(*overrides: str):
 
 def test_defaults_compose_and_validate():
     cfg = load_config(composed())
-    assert cfg.scheduler.name == "depthwise" and cfg.model.loops == 3 and cfg.hardware.name == "a100_40g"
+    assert cfg.scheduler.name == "depthwise" and cfg.model.loops == 2 and cfg.hardware.name == "a100_40g"
 
 
 @pytest.mark.parametrize("override,fragments", [
@@ -30,7 +30,7 @@ def test_defaults_compose_and_validate():
     ("scheduler.batch_size=-3", ["scheduler.batch_size=-3"]),
     ("workload.num_requests=0", ["workload.num_requests=0"]),
     ("exit.threshold=1.5", ["exit.threshold=1.5"]),
-    ("model.loops=4", ["not divisible by model.loops=4"]),
+    ("model.loops=3", ["not divisible by model.loops=3"]),
     ("model.layers_per_block=9", ["model.layers_per_block=9"]),
     ("hardware.memory_gb=0", ["hardware.memory_gb=0"]),
     ("cost.loop_step_s=0", ["cost.loop_step_s=0"]),
@@ -77,8 +77,8 @@ def test_misspelled_key_is_refused():
 
 
 def test_trace_loops_must_match_model_loops():
-    cfg = load_config(composed("model=gemma2b_r2"))  # 2 loops; the bundled trace has 3
-    with pytest.raises(ConfigError, match="num_loops=3 but model.loops=2"):
+    cfg = load_config(composed("model=smollm2_135m_r3_mc"))  # 3 loops; the bundled trace has 2
+    with pytest.raises(ConfigError, match="num_loops=2 but model.loops=3"):
         simulate(cfg)
 
 

@@ -9,7 +9,7 @@ from sim.config import RunConfig, validate
 from sim.memory import KVMemory
 from sim.simulation import simulate
 from sim.trace import load_trace_frame
-from tests.sim.helpers import analytic_config, make_trace, trace_frame
+from tests.sim.helpers import analytic_config, looped_model, make_trace, trace_frame
 from tests.sim.reference import REFERENCE
 
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
@@ -62,7 +62,7 @@ def test_invariants_hold(trace_spec, scheduler, batch, exit_policy, kv_policy, o
     cfg.progress, cfg.seed = False, seed
     cfg.scheduler.name, cfg.scheduler.batch_size = scheduler, batch
     cfg.exit.policy, cfg.exit.kv_policy, cfg.exit.threshold = exit_policy, kv_policy, 0.6
-    cfg.model.loops = n_loops
+    cfg.model = looped_model(n_loops)
     if online:
         cfg.workload.arrival, cfg.workload.rate = "poisson", 2000.0
     if fit:  # make memory bind: room for about `fit` of the largest requests
