@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from .stats import threshold_tradeoff
+
+
+NOTES = "## Notes (added by hand)"
+
 
 def _curve_rows(ckpt_path: Path) -> list[dict]:
     p = Path(ckpt_path).parent / "curve.csv"
@@ -88,6 +93,12 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               f"with the final loop there {stats['agree_final_1_fresh']:.3f})",
               f"- recording speed: {stats['record_tok_s']:.1f} generated tokens/s "
               f"(student + original in lockstep, {stats['record_seconds']:.0f} s)"]
+    lines += ["", "## Confidence exit: depth against accuracy", "",
+              "A token leaves after the first loop whose top-1 probability reaches the threshold "
+              "(the simulator's `exit=confidence`); the oracle leaves at the first loop that agrees "
+              "with the final one. `agree_final`: its prediction equals the final loop's (what the "
+              "simulator counts as correct); `agree_teacher`: it equals the original model's.", "",
+              threshold_tradeoff(df).to_markdown(index=False, floatfmt=".3f")]
     rows = _curve_rows(Path(meta["checkpoint"]))
     if rows:
         lines += ["", f"## Learning curve (held-out, teacher-forced agreement with the original's "
@@ -122,7 +133,10 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               "(pred_k == final loop's). Schema metadata: num_loops and provenance (model, loops, "
               "layout, init, lora_rank, uptrain_steps, uptrain_tokens, prompts, commit, command, date).", ""]
     path = parquet.with_suffix(".md")
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if path.exists() and NOTES in path.read_text():  # regenerating keeps the hand-written notes
+        text += "\n" + path.read_text()[path.read_text().index(NOTES):]
+    path.write_text(text)
     return path
 
 

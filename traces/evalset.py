@@ -59,8 +59,8 @@ def agreement(model, ev: dict, teacher=None, chunk: int = 4) -> dict:
         m = mask[i:i + chunk]
         preds = [o.argmax(-1) for o in outs]
         for k, p in enumerate(preds):
-            agree[k] += ((p == tt[i:i + chunk]) & m).sum()
-            agree_final[k] += ((p == preds[-1]) & m).sum()
+            agree[k] += int(((p == tt[i:i + chunk]) & m).sum())  # int(): counts may live on a GPU
+            agree_final[k] += int(((p == preds[-1]) & m).sum())
     out = {f"agree_{k + 1}": float(agree[k] / n) for k in range(model.num_exits)}
     out.update({f"agree_final_{k + 1}": float(agree_final[k] / n) for k in range(model.num_exits - 1)})
     out["eval_tokens"] = n

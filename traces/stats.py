@@ -48,3 +48,29 @@ def trace_stats(df: pd.DataFrame) -> dict:
     s["agree_final_1_fresh"] = float(fresh["correct_1"].mean()) if len(fresh) else nan
     s["mean_exit_loop_fresh"] = float(fresh.exit_loop.mean()) if len(fresh) else nan
     return s
+
+
+CARD_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def threshold_tradeoff(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataFrame:
+    """Confidence exit (the simulator's exit=confidence: leave after the first loop whose
+    top-1 probability reaches the threshold, else after the last) against depth. Beside
+    the simulator's accuracy (agreement with the final loop) it reports agreement with the
+    original model, which only a recorded trace (teacher_token) can give."""
+    N = num_loops_of(df)
+    conf = df[[f"conf_{k}" for k in range(1, N + 1)]].to_numpy()
+    pred = df[[f"pred_{k}" for k in range(1, N + 1)]].to_numpy()
+    teacher = df.teacher_token.to_numpy()
+    rows = []
+    for t in thresholds:
+        confident = conf >= t
+        confident[:, -1] = True
+        k = confident.argmax(1)
+        chosen = pred[np.arange(len(df)), k]
+        rows.append({"policy": f"confidence {t:g}", "mean_exit_loop": float(k.mean() + 1),
+                     "agree_final": float((chosen == pred[:, -1]).mean()),
+                     "agree_teacher": float((chosen == teacher).mean())})
+    rows.append({"policy": "oracle", "mean_exit_loop": float(df.exit_loop.mean()), "agree_final": 1.0,
+                 "agree_teacher": float((pred[:, -1] == teacher).mean())})
+    return pd.DataFrame(rows)

@@ -17,7 +17,8 @@ Why this shape:
 * the training text is the teacher's own samples over train prompts, grown
   during training (``refresh_every``) so tokens are not repeated too often;
 * the same command scales to a GPU: device=cuda and a bigger budget/batch.
-Embeddings (= tied LM head) are frozen; everything else trains.
+Embeddings (= tied LM head) are frozen; everything else trains (freeze_shared=true
+also freezes the shared block's base weights, leaving LoRA, norms and unique layers).
 """
 from __future__ import annotations
 
@@ -110,9 +111,12 @@ def train(cfg) -> dict:
     del hf
     model.to(dev).train()
     teacher.to(dev)
+    if cfg.freeze_shared:  # only LoRA, norms and unique layers learn: less backward work
+        for core in {app.core for app in model.apps if app.loop is not None}:
+            model.cores[core].requires_grad_(False)
     params = model.trainable_parameters()
-    say(f"trainable params {sum(p.numel() for p in params) / 1e6:.1f}M "
-        f"(embeddings frozen); exits {model.num_exits}")
+    say(f"trainable params {sum(p.numel() for p in params) / 1e6:.1f}M (embeddings frozen"
+        f"{', shared block frozen' if cfg.freeze_shared else ''}); exits {model.num_exits}")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     if ck is not None and "optimizer" in ck:
         opt.load_state_dict(ck["optimizer"])

@@ -123,3 +123,43 @@ def test_round_trip_through_sim_loader(recorded):
     assert tr.exit_loop.tolist() == df.sort_values(["request_id", "position"]).exit_loop.tolist()
     assert tr.conf is not None and tr.conf.shape == (len(df), 3)
     assert tr.correct is not None and tr.correct[:, -1].all()
+
+
+def test_freeze_shared_trains_only_lora_norms_and_unique_layers(tiny_dir, tmp_path, monkeypatch):
+    """freeze_shared=true (with bf16 autocast, the GPU setting, run here on the CPU): the
+    shared block's base weights stay as converted, everything else moves."""
+    from traces.base_model import load_base
+    from traces.recursive import convert, load_model
+    from traces.uptrain import train
+    monkeypatch.setenv("RRTSIM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    train(_cfg("uptrain", [f"source={tiny_dir}", f"out_dir={run}", "name=frozen", "num_loops=3", "head=1",
+                           "tail=1", "lora_rank=4", "max_steps=2", "eval_every=0", "eval_prompts=2",
+                           "eval_max_new=4", "refresh_every=0", "min_pool_tokens=20", "seq_len=16",
+                           "batch=2", "lr=1e-2", "freeze_shared=true", "amp=true"]))
+    hf, _ = load_base(str(tiny_dir))
+    model, _ = load_model(run / "last.pt", hf)
+    fresh = convert(hf, model.spec)
+    shared = {app.core for app in model.apps if app.loop is not None}
+    for i, (core, core0) in enumerate(zip(model.cores, fresh.cores)):
+        unchanged = all(torch.equal(core.w[n], core0.w[n]) for n in core.w)
+        assert unchanged == (i in shared), i
+    looped = [(a, a0) for a, a0 in zip(model.apps, fresh.apps) if a.loop is not None]
+    assert all(not torch.equal(a.loras["q"].B, a0.loras["q"].B) for a, a0 in looped)
+
+
+def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded):
+    from sim.config import ExitConfig
+    from sim.exit_policy import apply_exit_policy
+    from sim.trace import load_trace
+    from traces.stats import threshold_tradeoff
+    df = pq.read_table(recorded["path"]).to_pandas().sort_values(["request_id", "position"])
+    trace = load_trace(recorded["path"])
+    curve = threshold_tradeoff(df, [0.0, 0.3, 0.6, 1.01])
+    for t, row in zip([0.0, 0.3, 0.6, 1.01], curve.itertuples()):
+        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=t), 3)
+        assert row.mean_exit_loop == pytest.approx(exits.mean())
+        assert row.agree_final == pytest.approx(1 - wrong.mean())
+    assert curve.mean_exit_loop.iloc[0] == 1.0 and curve.mean_exit_loop.iloc[3] == 3.0
+    assert curve.agree_final.iloc[3] == 1.0 and curve.policy.iloc[-1] == "oracle"
+    assert "## Confidence exit" in recorded["path"].with_suffix(".md").read_text()
