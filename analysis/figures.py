@@ -20,18 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 from tqdm import tqdm
 
 from analysis import sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
 from analysis.paper_table import MEMORY_MAX, build_table, simulate_rows, write_table
 from analysis.style import KV_COLORS, KV_POLICIES, PLAIN, THOUSANDS, save, scheduler_label
-from analysis.trace_plots import exit_histogram, thresholds, tradeoff
-from analysis.traces import REPO, load_trace_frame, threshold_tradeoff, trace_paths
+from analysis.trace_plots import exit_histogram, learning_curve, thresholds, tradeoff
+from analysis.traces import RECORDED, REPO, load_trace_frame, threshold_tradeoff, trace_paths
 from sim.simulation import simulate
 from sim.trace import load_trace
 
 OUT = REPO / "figures"
+CURVES = RECORDED / "curves"  # uptraining curves of the bundled models and the probes beside them
+CURVE_LABELS = {"r2_mc_r64": "2 loops, middle-cycle (default trace)", "r3_mc_r64": "3 loops, middle-cycle",
+                "r2_cycle_r64": "2 loops, plain cycle", "r2_mc_lr1e3": "2 loops, middle-cycle, lr 1e-3",
+                "r2_mc_frozen": "2 loops, middle-cycle, shared block frozen"}
 SEED = "seed=0"
 PAPER = ["trace=paper_like", "hardware=a100_40g", SEED]
 SMOL = ["trace=default", "hardware=a100_40g", SEED]
@@ -67,6 +72,24 @@ def trace_figures(out: Path) -> list[Output]:
                    "steps of 0.025; the star is the oracle exit (no cost by construction). Traces without "
                    "conf_k columns are left out.", save(fig, out / "threshold_tradeoff"))
     return [hist, trade]
+
+
+def uptraining_figure(out: Path) -> list[Output]:
+    runs = sorted(CURVES.glob("*.csv"))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for i, path in enumerate(runs):
+        curve = pd.read_csv(path)
+        label = f"{path.stem}: {CURVE_LABELS[path.stem]}" if path.stem in CURVE_LABELS else path.stem
+        learning_curve(ax, curve[curve["tokens"] > 0], label, i)
+    ax.axhline(0.6, color="black", linestyle="--", linewidth=0.8, label="target 0.6")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Uptraining relaxed recursive SmolLM2-135M on 2 CPU cores")
+    return [Output("uptraining_curves", "Held-out teacher-forced top-1 agreement of the final loop with the "
+                   "original SmolLM2-135M (16 held-out prompts, the original's greedy answers) against "
+                   "distillation tokens, one line per uptraining run (traces/data/curves/*.csv, copied from "
+                   "runs/uptrain/<run>/curve.csv; traces/README.md says what each run changes).",
+                   save(fig, out / "uptraining_curves"))]
 
 
 def batch_sweep(out: Path, name: str, base: list[str], recursive: str, vanilla: str, batches: list[int],
@@ -238,6 +261,7 @@ def write_readme(out: Path, outputs: list[Output], made: list[str], elapsed: flo
 
 FIGURES = {
     "traces": trace_figures,
+    "uptraining": uptraining_figure,
     "paper_like": lambda out: batch_sweep(
         out, "throughput_vs_batch_paper_like",
         [*PAPER, f"trace.synthetic.num_requests={PAPER_SWEEP_REQUESTS}"], "gemma2b_r2", "gemma2b_vanilla",

@@ -44,3 +44,15 @@ def tradeoff(ax: plt.Axes, curve: pd.DataFrame, label: str, index: int,
 
 def thresholds() -> np.ndarray:
     return np.round(np.linspace(0.0, 1.0, 41), 3)
+
+
+def learning_curve(ax: plt.Axes, curve: pd.DataFrame, label: str, index: int) -> None:
+    """Held-out agreement of the final loop with the original model against training
+    tokens (an uptraining run's curve.csv); the final loop is the model's quality, the
+    number a trace's exits rest on."""
+    final = max(int(c.split("_")[1]) for c in curve.columns if c.startswith("agree_") and c[6:].isdigit())
+    ax.plot(curve["tokens"].clip(lower=1), curve[f"agree_{final}"], marker=MARKERS[index % len(MARKERS)],
+            markersize=4, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("uptraining tokens (distillation)")
+    ax.set_ylabel("held-out top-1 agreement with the original")
