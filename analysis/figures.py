@@ -274,7 +274,7 @@ FIGURES = {
         "Solid: recursive gemma2b_r2; dashed: vanilla gemma2b_vanilla. Every request generates exactly 2048 "
         "tokens, so static and continuous batching coincide (their lines overlap) and one speedup panel "
         "serves both.", baselines=("static",)),
-    "smollm2": lambda out: smollm2_sweep(out),
+    "smollm2": smollm2_sweep,
     "table": paper_table,
     "timeline": timeline_figure,
     "kv": kv_figure,

@@ -99,7 +99,7 @@ class ModelConfig:
     # Defaults: the layout of the default trace (conf/model/smollm2_135m_r2_mc.yaml).
     name: str = "smollm2_135m_r2_mc"
     # Layers of the original model the recursive one was made from; when given, it must
-    # equal prelude + loops x layers_per_block + coda (catches e.g. model.loops=3 on 30 layers).
+    # equal prelude + loops x layers_per_block + coda (catches e.g. model.loops=3 with 28 looped layers).
     source_layers: Optional[int] = 30
     loops: int = 2
     layers_per_block: int = 14

@@ -54,6 +54,28 @@ def kd_losses(outs, teacher_logits):
                      reduction="batchmean") for o in outs]
 
 
+def freeze_shared(model) -> None:
+    """Only LoRA, norms and unique layers learn: no weight gradients for the shared block."""
+    for core in {app.core for app in model.apps if app.loop is not None}:
+        model.cores[core].requires_grad_(False)
+
+
+def train_step(model, teacher, opt, params, x, weights, amp: bool = False, grad_clip: float = 0.0):
+    """One optimizer step of distillation on a batch of token ids; returns (loss, per-exit KLs)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad():
+            tl = teacher(x)[-1]
+        outs = model(x)
+    kls = kd_losses(outs, tl)
+    loss = sum(w * k for w, k in zip(weights, kls))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return loss, kls
+
+
 class WindowSampler:
     """Random fixed-length windows from the concatenated text pool."""
 
@@ -111,9 +133,8 @@ def train(cfg) -> dict:
     del hf
     model.to(dev).train()
     teacher.to(dev)
-    if cfg.freeze_shared:  # only LoRA, norms and unique layers learn: less backward work
-        for core in {app.core for app in model.apps if app.loop is not None}:
-            model.cores[core].requires_grad_(False)
+    if cfg.freeze_shared:
+        freeze_shared(model)
     params = model.trainable_parameters()
     say(f"trainable params {sum(p.numel() for p in params) / 1e6:.1f}M (embeddings frozen"
         f"{', shared block frozen' if cfg.freeze_shared else ''}); exits {model.num_exits}")
@@ -187,17 +208,7 @@ def train(cfg) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         x = sampler.batch(cfg.batch).to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(cfg.amp)):
-            with torch.no_grad():
-                tl = teacher(x)[-1]
-            outs = model(x)
-        kls = kd_losses(outs, tl)
-        loss = sum(w * k for w, k in zip(weights, kls))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        loss, kls = train_step(model, teacher, opt, params, x, weights, bool(cfg.amp), cfg.grad_clip)
         state["step"] += 1
         state["tokens"] += x.numel()
         win_tokens += x.numel()

