@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Uptrain the two bundled relaxed recursive SmolLM2-135M models, then record
-# their traces into traces/data/. Each step resumes: rerunning this script
-# after an interruption continues where it stopped (uptraining continues the
-# same budget from last.pt; a finished run just re-saves and exits).
+# their traces into traces/data/. Budgets are token counts, so the sequence is
+# the one behind the bundled traces whatever the machine's speed (the text pool
+# in ~/.cache/rrtsim/textpool/ grows by seeded shards in the same order).
+# Every step resumes: rerunning this script after an interruption continues
+# where it stopped (a finished stage just re-saves and exits).
 #
 #   nohup bash traces/run_all.sh > runs/run_all.log 2>&1 &
 #
-# SKIP2=1 / SKIP3=1 skip a training stage; EXTRA2 / EXTRA3 add overrides to one.
-# Budgets (minutes of training wall clock) and device come from the
-# environment, e.g. on a GPU:  DEVICE=cuda MIN2=600 MIN3=600 THREADS=8 bash traces/run_all.sh
+# About 2.5 hours on 2 free CPU cores (THREADS=2). DEVICE=cuda runs the same
+# sequence on a GPU; a GPU run aiming at 0.6 agreement is the command in
+# traces/README.md instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEVICE=${DEVICE:-cpu}; THREADS=${THREADS:-1}
-MIN2=${MIN2:-52}; MIN3=${MIN3:-42}
-COMMON="device=$DEVICE threads=$THREADS lora_rank=64 init=average ${EXTRA:-}"
-[ "${SKIP2:-0}" = 1 ] || python -m traces.uptrain name=r2_mc_r64 num_loops=2 head=1 tail=1 max_minutes=$MIN2 $COMMON ${EXTRA2:-}
-[ "${SKIP3:-0}" = 1 ] || python -m traces.uptrain name=r3_mc_r64 num_loops=3 head=1 tail=2 max_minutes=$MIN3 $COMMON ${EXTRA3:-}
+DEVICE=${DEVICE:-cpu}; THREADS=${THREADS:-2}
+COMMON="device=$DEVICE threads=$THREADS lora_rank=64 init=average max_minutes=100000"
+R2="name=r2_mc_r64_long num_loops=2 head=1 tail=1 $COMMON"
+R3="name=r3_mc_r64 num_loops=3 head=1 tail=2 $COMMON"
+# 2 loops, stage 1: batch 2 x 256, lr 3e-4, a pool shard of 32 answers every 40 steps
+python -m traces.uptrain $R2 max_tokens=87040
+# 3 loops: on the 34k-token pool stage 1 grew, no new shards
+python -m traces.uptrain $R3 refresh_every=0 max_tokens=61440
+# 2 loops, stage 1 continued to step 200 (the recorded run stopped before its step-200 shard),
+# then stage 2: batch 8, lr 4e-4, a shard of 64 answers every 10 steps
+python -m traces.uptrain $R2 refresh_every=0 max_tokens=102400
+python -m traces.uptrain $R2 batch=8 lr=4e-4 eval_every=20 refresh_every=10 refresh_batch=64 max_tokens=389120
 if [ "${RECORD:-1}" = 1 ]; then
-  python -m traces.record checkpoint=runs/uptrain/r2_mc_r64/best.pt name=smollm2_r2_mc_r64 device=$DEVICE threads=$THREADS ${REC_EXTRA:-}
-  python -m traces.record checkpoint=runs/uptrain/r3_mc_r64/best.pt name=smollm2_r3_mc_r64 device=$DEVICE threads=$THREADS ${REC_EXTRA:-}
+  python -m traces.record checkpoint=runs/uptrain/r2_mc_r64_long/best.pt name=smollm2_r2_mc_r64 device=$DEVICE threads=$THREADS max_new=128
+  python -m traces.record checkpoint=runs/uptrain/r3_mc_r64/best.pt name=smollm2_r3_mc_r64 device=$DEVICE threads=$THREADS max_new=128
 fi
