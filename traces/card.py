@@ -80,7 +80,7 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              "answer), and the original model, given such a prefix, predicts the continuation of "
              "the loop too. The teacher-forced number (student run on the original model's own "
              "greedy answers to held-out prompts) is the one that says how far the model is from "
-             "the original: far below the 0.6 target. The exit statistics are real for this model "
+             "the original, against the 0.6 target. The exit statistics are real for this model "
              "and its text, but a well-trained model would exit on different tokens.",
              "", "| loop | agreement with final loop (correct_k) | agreement with original | mean conf | exits here |",
              "|---|---|---|---|---|"]
@@ -133,9 +133,9 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               "(pred_k == final loop's). Schema metadata: num_loops and provenance (model, loops, "
               "layout, init, lora_rank, uptrain_steps, uptrain_tokens, prompts, commit, command, date).", ""]
     path = parquet.with_suffix(".md")
-    text = "\n".join(lines)
-    if path.exists() and NOTES in path.read_text():  # regenerating keeps the hand-written notes
-        text += "\n" + path.read_text()[path.read_text().index(NOTES):]
+    text, old = "\n".join(lines), path.read_text() if path.exists() else ""
+    if NOTES in old:  # regenerating keeps the hand-written notes
+        text += "\n" + old[old.index(NOTES):]
     path.write_text(text)
     return path
 
