@@ -15,6 +15,14 @@ from sim.errors import ConfigError
 from sim.trace import Trace
 
 
+def confidence_exits(conf: np.ndarray, threshold: float) -> np.ndarray:
+    """Exit loop (1-based, int8) of each token under exit=confidence: the first loop whose
+    top-1 probability reaches the threshold; the last loop always exits. conf: (tokens, loops)."""
+    confident = conf >= threshold
+    confident[:, -1] = True
+    return confident.argmax(axis=1).astype(np.int8) + 1
+
+
 def apply_exit_policy(trace: Trace, cfg: ExitConfig, num_loops: int) -> tuple[np.ndarray, np.ndarray]:
     """Per trace token: (exit loop as int8, whether the exit prediction differs from the final one)."""
     n_tok = trace.num_tokens
@@ -27,9 +35,7 @@ def apply_exit_policy(trace: Trace, cfg: ExitConfig, num_loops: int) -> tuple[np
         return trace.exit_loop.copy(), np.zeros(n_tok, dtype=bool)
     if trace.conf is None:
         raise ConfigError(f"exit=confidence needs conf_1..conf_{num_loops} columns, which {trace.path} lacks")
-    confident = trace.conf >= cfg.threshold
-    confident[:, -1] = True  # the last loop always exits
-    exits = confident.argmax(axis=1).astype(np.int8) + 1
+    exits = confidence_exits(trace.conf, cfg.threshold)
     if trace.correct is not None:
         wrong = ~trace.correct[np.arange(n_tok), exits - 1]
     else:  # without correct_k, the oracle exit says which loops already agree

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sim.exit_policy import confidence_exits
+
 
 def num_loops_of(df: pd.DataFrame) -> int:
     return max(int(c.split("_")[1]) for c in df.columns if c.startswith("pred_"))
@@ -54,8 +56,7 @@ CARD_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def threshold_tradeoff(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataFrame:
-    """Confidence exit (the simulator's exit=confidence: leave after the first loop whose
-    top-1 probability reaches the threshold, else after the last) against depth. Beside
+    """The simulator's confidence exit (`sim.exit_policy.confidence_exits`) against depth. Beside
     the simulator's accuracy (agreement with the final loop) it reports agreement with the
     original model, which only a recorded trace (teacher_token) can give."""
     N = num_loops_of(df)
@@ -64,11 +65,9 @@ def threshold_tradeoff(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataF
     teacher = df.teacher_token.to_numpy()
     rows = []
     for t in thresholds:
-        confident = conf >= t
-        confident[:, -1] = True
-        k = confident.argmax(1)
-        chosen = pred[np.arange(len(df)), k]
-        rows.append({"policy": f"confidence {t:g}", "mean_exit_loop": float(k.mean() + 1),
+        exits = confidence_exits(conf, t)
+        chosen = pred[np.arange(len(df)), exits - 1]
+        rows.append({"policy": f"confidence {t:g}", "mean_exit_loop": float(exits.mean()),
                      "agree_final": float((chosen == pred[:, -1]).mean()),
                      "agree_teacher": float((chosen == teacher).mean())})
     rows.append({"policy": "oracle", "mean_exit_loop": float(df.exit_loop.mean()), "agree_final": 1.0,
