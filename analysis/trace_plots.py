@@ -31,8 +31,12 @@ def tradeoff(ax: plt.Axes, curve: pd.DataFrame, label: str, index: int,
     conf = curve[curve["policy"] == "confidence"].sort_values("threshold")
     line, = ax.plot(conf["mean_exit_loop"], conf["accuracy_cost"] * 100, marker=MARKERS[index % len(MARKERS)],
                     markersize=3, label=f"{label}: confidence threshold")
+    last_x = -np.inf
     for t in annotate:
         row = conf.iloc[(conf["threshold"] - t).abs().argmin()]
+        if row["mean_exit_loop"] - last_x < 0.06:  # labels this close would print over each other
+            continue
+        last_x = row["mean_exit_loop"]
         ax.annotate(f"{row['threshold']:.2f}", (row["mean_exit_loop"], row["accuracy_cost"] * 100),
                     textcoords="offset points", xytext=(4, 3), fontsize=7, color=line.get_color())
     oracle = curve[curve["policy"] == "oracle"].iloc[0]
