@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 from tqdm import tqdm
 
-from sim.cost import CostModel
+from sim.step import StepClock
 from sim.errors import InvariantError
 from sim.schedulers import Scheduler
 from sim.slots import SlotState
@@ -33,11 +33,11 @@ class Timeline:
 
 
 class Engine:
-    def __init__(self, state: SlotState, scheduler: Scheduler, cost: CostModel,
+    def __init__(self, state: SlotState, scheduler: Scheduler, clock: StepClock,
                  progress: bool = False, timeline_steps: int = 0):
         self.state = state
         self.scheduler = scheduler
-        self.cost = cost
+        self.clock = clock  # costs a step (simulation) or runs it and measures it (real backend)
         self.progress = progress
         self.timeline_steps = timeline_steps
         self.timeline = Timeline()
@@ -54,7 +54,8 @@ class Engine:
         return float(self.env.now)
 
     def _serve(self, bar: tqdm):
-        env, st, sched, step_time = self.env, self.state, self.scheduler, self.cost.step_time
+        env, st, sched = self.env, self.state, self.scheduler
+        step_seconds, want_batch = self.clock.step_seconds, self.clock.needs_batch
         timeout, run, computing, after_step = env.timeout, st.run, sched.computing, sched.after_step
         st.admit(env.now)
         shown = 0
@@ -71,8 +72,8 @@ class Engine:
             recording = st.steps < self.timeline_steps
             if recording:
                 self._record(idx)
-            load, exited = run(idx)
-            dt = step_time(load)
+            load, exited, batch = run(idx, want_batch)
+            dt = step_seconds(load, batch)
             if not 0.0 < dt < math.inf:
                 raise InvariantError(f"step time {dt} s is not a positive finite number")
             if recording:

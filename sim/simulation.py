@@ -20,6 +20,7 @@ from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
 from sim.schedulers import SCHEDULERS
 from sim.slots import SlotState
+from sim.step import CostedSteps
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
 from sim.workload import build_workload
@@ -56,7 +57,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                       checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                       edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
-    engine = Engine(state, sched_cls(state), make_cost_model(cfg.cost, cfg.hardware, m),
+    engine = Engine(state, sched_cls(state), CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {

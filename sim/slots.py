@@ -16,6 +16,7 @@ import numpy as np
 from sim.cost import StepLoad
 from sim.errors import ConfigError, InvariantError
 from sim.memory import KVMemory
+from sim.step import StepBatch
 from sim.workload import Workload
 
 
@@ -70,6 +71,7 @@ class SlotState:
         self.finished = 0
         self.emitted = 0
         self.prefill: list[int] = []
+        self.prefill_req: list[int] = []  # the same admissions, as request indices
         # (request, position, time) of every emitted token, when a test asks for it
         self.emit_log: list[tuple[np.ndarray, np.ndarray, float]] | None = None
         # counters for metrics
@@ -109,15 +111,16 @@ class SlotState:
             self.gen[s] = wl.gen_len[r]
             self.admitted_at[r] = now
             self.prefill.append(int(wl.prompt_len[r]))
+            self.prefill_req.append(r)
             admitted += 1
         if admitted:
             self._active = None
             self.peak_active = max(self.peak_active, self.active().size)
         return admitted
 
-    def run(self, idx: np.ndarray) -> tuple[StepLoad, np.ndarray]:
-        """Advance the given slots by one loop; return the step's load and the slots whose
-        token just ran its exit loop."""
+    def run(self, idx: np.ndarray, want_batch: bool = False) -> tuple[StepLoad, np.ndarray, StepBatch | None]:
+        """Advance the given slots by one loop; return the step's load, the slots whose
+        token just ran its exit loop, and (if `want_batch`) who computed, for a real backend."""
         n_loops = self.n_loops
         loops = self.loop[idx]
         exit_at = self.exit_at[idx]
@@ -160,11 +163,16 @@ class SlotState:
             kv_proj_layers=kv_proj,
             prefill=self.prefill,
         )
+        batch = None
+        if want_batch:
+            batch = StepBatch(slots=idx, requests=self.req[idx], positions=self.tok[idx], loops=loops,
+                              leaving=leaving, admitted=np.asarray(self.prefill_req, dtype=np.int64))
         self.prefill = []
+        self.prefill_req = []
         self.loop[idx] = loops + 1
         self.steps += 1
         self.token_loops += n
-        return load, exited
+        return load, exited, batch
 
     def emit(self, idx: np.ndarray, now: float) -> None:
         """Hand the given slots' tokens to their requests; start each request's next

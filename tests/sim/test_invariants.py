@@ -112,6 +112,7 @@ def test_a_scheduler_that_cuts_tokens_short_is_caught():
     from sim.exit_policy import apply_exit_policy
     from sim.schedulers.depthwise import DepthwiseScheduler
     from sim.slots import SlotState
+    from sim.step import CostedSteps
     from sim.workload import build_workload
 
     class EmitsEarly(DepthwiseScheduler):
@@ -125,4 +126,4 @@ def test_a_scheduler_that_cuts_tokens_short_is_caught():
     wl = build_workload(trace, exits, wrong, 3, cfg.workload, 0)
     state = SlotState(wl, 2, KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore"), "ignore", 10, True)
     with pytest.raises(InvariantError, match="token-loops"):
-        Engine(state, EmitsEarly(state), ConstantCost(cfg.cost)).run()
+        Engine(state, EmitsEarly(state), CostedSteps(ConstantCost(cfg.cost))).run()
