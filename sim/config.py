@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.errors import ConfigError
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
+SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise", "speculative")
 EXIT_POLICIES = ("oracle", "confidence", "none")
 KV_POLICIES = ("ignore", "propagate", "recompute", "share")
 COST_MODELS = ("roofline", "constant")
@@ -65,6 +65,9 @@ class ExitConfig:
 class SchedulerConfig:
     name: str = "depthwise"
     batch_size: int = 32
+    # scheduler=speculative only: tokens drafted per round (K) and the loops the draft runs (d)
+    draft_len: int = 4
+    draft_loops: int = 1
 
 
 @dataclass
@@ -159,6 +162,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     _one_of(cfg.workload.arrival, ARRIVALS, "workload.arrival")
     if cfg.scheduler.batch_size < 1:
         raise ConfigError(f"scheduler.batch_size={cfg.scheduler.batch_size} must be >= 1")
+    if cfg.scheduler.name == "speculative":
+        if cfg.scheduler.draft_len < 1:
+            raise ConfigError(f"scheduler.draft_len={cfg.scheduler.draft_len} must be >= 1")
+        if not 1 <= cfg.scheduler.draft_loops < cfg.model.loops:
+            raise ConfigError(f"scheduler.draft_loops={cfg.scheduler.draft_loops} must be in 1..model.loops-1 "
+                              f"(model.loops={cfg.model.loops}): the draft runs fewer loops than the model")
     if cfg.workload.arrival == "poisson" and cfg.workload.rate is None:
         raise ConfigError("workload.arrival=poisson needs workload.rate (requests/s)")
     _positive(cfg.workload.rate, "workload.rate")

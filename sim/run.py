@@ -56,6 +56,10 @@ def format_summary(m: dict[str, Any]) -> str:
         else:
             value = fmt.format(m[key]) if m[key] is not None else "n/a"
         lines.append(f"  {label:<20} {value}")
+    if m.get("acceptance_rate") is not None:  # scheduler=speculative
+        lines.append(f"  {'acceptance rate':<20} {m['acceptance_rate']:.1%} of {m['drafted_tokens']:,} drafts "
+                     f"(K={m['draft_len']}, d={m['draft_loops']})")
+        lines.append(f"  {'tokens / round':<20} {m['mean_tokens_per_round']:.3f} over {m['rounds']:,} rounds")
     return "\n".join(lines)
 
 

@@ -15,11 +15,9 @@ import pandas as pd
 from sim.config import RunConfig
 from sim.cost import make_cost_model
 from sim.engine import Engine, Timeline
-from sim.exit_policy import apply_exit_policy
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
 from sim.schedulers import SCHEDULERS
-from sim.slots import SlotState
 from sim.step import CostedSteps
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
@@ -50,14 +48,15 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     sched_cls = SCHEDULERS[cfg.scheduler.name]
     m = cfg.model
     exit_cfg = cfg.exit if sched_cls.honours_exits else replace(cfg.exit, policy="none")
-    exits, wrong = apply_exit_policy(trace, exit_cfg, m.loops)
+    exits, wrong = sched_cls.token_exits(trace, exit_cfg, cfg)
     wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
-    state = SlotState(wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
-                      checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
-                      edge_layers=bool(m.prelude_layers or m.coda_layers))
+    state = sched_cls.make_state(cfg, wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
+                                 checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
+                                 edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
-    engine = Engine(state, sched_cls(state), CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
+    scheduler = sched_cls(state)
+    engine = Engine(state, scheduler, CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {
@@ -77,6 +76,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
         "trace": trace.path,
         **summarize(wl, state, makespan, engine.busy_s),
         "accuracy_cost": float(wl.wrong.mean()) if wl.num_tokens else 0.0,
+        **scheduler.extra_metrics(),
     }
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
     return SimulationResult(metrics, request_table(wl, state), engine.timeline, state.emit_log)

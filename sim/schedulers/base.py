@@ -9,11 +9,14 @@ the arrays, admission mechanics, KV and counters, is `SlotState`'s.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from sim.config import ExitConfig, RunConfig
+from sim.exit_policy import apply_exit_policy
 from sim.slots import SlotState
+from sim.trace import Trace
 
 
 class Scheduler(ABC):
@@ -23,6 +26,22 @@ class Scheduler(ABC):
 
     def __init__(self, state: SlotState):
         self.state = state
+
+    # Hooks for a scheduler whose slots do not hold one token at a time (speculative):
+    # the defaults are what every one-token-per-slot scheduler uses.
+    @classmethod
+    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Per trace token: the loop it leaves after, and whether that loop's prediction is wrong."""
+        return apply_exit_policy(trace, exit_cfg, cfg.model.loops)
+
+    @classmethod
+    def make_state(cls, cfg: RunConfig, *args: Any, **kwargs: Any) -> SlotState:
+        """The slot bookkeeping this scheduler drives (SlotState's arguments after `cfg`)."""
+        return SlotState(*args, **kwargs)
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Scheduler-specific numbers added to (or overriding) the run's metrics."""
+        return {}
 
     @abstractmethod
     def computing(self) -> np.ndarray:
