@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm import tqdm
 
-from analysis import sweep_plots, timeline
+from analysis import speculative_plots, sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
 from analysis.paper_table import MEMORY_MAX, build_table, simulate_rows, write_table
 from analysis.style import KV_COLORS, KV_POLICIES, PLAIN, THOUSANDS, save, scheduler_label
@@ -279,6 +279,7 @@ FIGURES = {
     "timeline": timeline_figure,
     "kv": kv_figure,
     "latency": latency_figure,
+    "speculative": lambda out: [Output(*o) for o in speculative_plots.figures(out)],
 }
 
 

@@ -18,12 +18,14 @@ SCHEDULER_COLORS = {  # Okabe-Ito: distinguishable with colour-blindness and in 
     "continuous": "#0072B2",
     "sync_exit": "#CC79A7",
     "depthwise": "#009E73",
+    "speculative": "#D55E00",
 }
 SCHEDULER_LABELS = {
     "static": "static",
     "continuous": "continuous (sequence-wise)",
     "sync_exit": "synchronized exit",
     "depthwise": "continuous depth-wise",
+    "speculative": "self-speculative",
 }
 LOOP_COLORS = ["#56B4E9", "#0072B2", "#003f63", "#001f33"]  # light = shallow exit, dark = deep
 KV_POLICIES = ("ignore", "propagate", "recompute", "share")
