@@ -34,6 +34,11 @@ class StepLoad:
     heads: int  # tokens evaluating the LM head (an exit check or the final prediction)
     kv_proj_layers: int  # layer-level K/V projections of skipped layers (kv_policy=propagate)
     prefill: Sequence[int]  # prompt lengths of requests prefilled before this step
+    # Positions of `context` whose KV another token of the same request in this step already
+    # reads (a speculative verify pass: K queries over one sequence): attended, so in the FLOPs,
+    # but read once, so not in the bytes. Also taken off the prelude/coda context when every
+    # token of the step enters/exits (a request's tokens move together).
+    kv_shared: int = 0
 
 
 class CostModel(Protocol):
@@ -78,15 +83,19 @@ class RooflineCost:
     def decode_time(self, s: StepLoad) -> float:
         m = self.m
         nbytes = self.block_bytes + self.lora_bytes * s.distinct_loops
-        nbytes += self.kv_layer * (m.layers_per_block * (s.context + s.tokens) + s.kv_proj_layers)
+        shared = s.kv_shared
+        nbytes += self.kv_layer * (m.layers_per_block * (s.context - shared + s.tokens) + s.kv_proj_layers)
         flops = 2.0 * (self.block_params + self.lora_params) * s.tokens
         flops += 4.0 * m.layers_per_block * self.attn_width * s.context
         flops += 2.0 * self.kv_proj_params * s.kv_proj_layers
         if s.entering and m.prelude_layers:
-            nbytes += self.prelude_bytes + self.kv_layer * m.prelude_layers * (s.entering_context + s.entering)
+            reread = shared if s.entering == s.tokens else 0
+            nbytes += self.prelude_bytes + self.kv_layer * m.prelude_layers * (
+                s.entering_context - reread + s.entering)
             flops += 2.0 * self.prelude_params * s.entering + 4.0 * m.prelude_layers * self.attn_width * s.entering_context
         if s.exiting and m.coda_layers:
-            nbytes += self.coda_bytes + self.kv_layer * m.coda_layers * (s.exiting_context + s.exiting)
+            reread = shared if s.exiting == s.tokens else 0
+            nbytes += self.coda_bytes + self.kv_layer * m.coda_layers * (s.exiting_context - reread + s.exiting)
             flops += 2.0 * self.coda_params * s.exiting + 4.0 * m.coda_layers * self.attn_width * s.exiting_context
         if s.entering:  # embedding rows of the new tokens
             nbytes += s.entering * m.d_model * m.dtype_bytes

@@ -119,7 +119,7 @@ class SpeculativeSlots(SlotState):
             on = k > i
             slots, per_slot = idx[on], np.ones(int(on.sum()), dtype=np.int64)
             tokens = slots.size
-            context = int((first[on] + i).sum())
+            context, shared = int((first[on] + i).sum()), 0
             entering, leaving = loop == 1, loop == self.draft_loops  # prelude; exit path (coda + head)
             positions = self.tok[slots] + i
             self.draft_steps += 1
@@ -128,6 +128,7 @@ class SpeculativeSlots(SlotState):
             slots, per_slot = idx, k
             tokens = int(k.sum())
             context = int((k * first + k * (k - 1) // 2).sum())
+            shared = context - int((first + k - 1).sum())  # a request's KV is read once for its k queries
             entering, leaving = False, loop == self.n_loops
             positions = np.repeat(self.tok[idx], k) + (np.arange(tokens) - np.repeat(np.cumsum(k) - k, k))
             self.verify_steps += 1
@@ -143,6 +144,7 @@ class SpeculativeSlots(SlotState):
             heads=tokens if leaving else 0,
             kv_proj_layers=0,
             prefill=self.prefill,
+            kv_shared=shared,
         )
         batch = None
         if want_batch:  # one entry per token: a verify step has k per slot

@@ -85,9 +85,9 @@ def test_makespan_matches_reference(seed):
     assert m["makespan_s"] == pytest.approx(reference_steps(accepts, K, d, n_loops, batch) * step, rel=1e-12)
     rounds = [rounds_of(r, K) for r in accepts]
     assert m["rounds"] == sum(map(len, rounds))
-    assert m["accepted_drafts"] == sum(map(sum, accepts))  # every right draft is accepted once, every wrong one corrected
-    assert m["drafted_tokens"] == sum(min(K, len(r) - sum(e[:i])) for r, e in zip(accepts, rounds)
-                                      for i in range(len(e)))
+    assert m["accepted_drafts"] == sum(map(sum, accepts))  # each right draft accepted once
+    assert m["drafted_tokens"] == sum(min(K, len(r) - sum(e[:i]))
+                                      for r, e in zip(accepts, rounds) for i in range(len(e)))
     assert m["acceptance_rate"] == pytest.approx(m["accepted_drafts"] / m["drafted_tokens"])
     assert m["mean_tokens_per_round"] == pytest.approx(sum(map(len, accepts)) / m["rounds"])
     assert m["draft_steps"] == m["iterations"] * K * d and m["verify_steps"] == m["iterations"] * (n_loops - d)
@@ -202,22 +202,23 @@ def test_step_loads_of_draft_and_verify_steps():
     accepts = [[True, False, True], [False]]
     loads, _ = run_loads(accepts, 3, 2, 2, 2, [10, 20])
     shape = [(ld.tokens, ld.context, ld.entering, ld.entering_context, ld.exiting, ld.exiting_context, ld.heads,
-              ld.distinct_loops, len(ld.prefill)) for ld in loads]
+              ld.distinct_loops, len(ld.prefill), ld.kv_shared) for ld in loads]
     # Iteration 1: request 0 drafts p0, p1 (k=2, contexts 11, 12); request 1 drafts p0 only (k=1, context 21).
     # Draft 0: loop 1 then loop 2, both requests; draft 1: request 0 only; verify: 2 + 1 tokens at loop 3.
     # Request 0 accepts p0, emits p0 and the correction at p1; request 1 emits its one token and leaves.
     # Iteration 2: request 0 alone drafts p2 (k=1, context 13); draft 1 is an empty step.
+    # In the verify step request 0's two queries read its KV once: 11 of their 23 positions are shared.
     assert shape == [
-        (2, 32, 2, 32, 0, 0, 0, 1, 2),
-        (2, 32, 0, 0, 2, 32, 2, 1, 0),
-        (1, 12, 1, 12, 0, 0, 0, 1, 0),
-        (1, 12, 0, 0, 1, 12, 1, 1, 0),
-        (3, 11 + 12 + 21, 0, 0, 3, 44, 3, 1, 0),
-        (1, 13, 1, 13, 0, 0, 0, 1, 0),
-        (1, 13, 0, 0, 1, 13, 1, 1, 0),
-        (0, 0, 0, 0, 0, 0, 0, 0, 0),
-        (0, 0, 0, 0, 0, 0, 0, 0, 0),
-        (1, 13, 0, 0, 1, 13, 1, 1, 0),
+        (2, 32, 2, 32, 0, 0, 0, 1, 2, 0),
+        (2, 32, 0, 0, 2, 32, 2, 1, 0, 0),
+        (1, 12, 1, 12, 0, 0, 0, 1, 0, 0),
+        (1, 12, 0, 0, 1, 12, 1, 1, 0, 0),
+        (3, 11 + 12 + 21, 0, 0, 3, 44, 3, 1, 0, 11),
+        (1, 13, 1, 13, 0, 0, 0, 1, 0, 0),
+        (1, 13, 0, 0, 1, 13, 1, 1, 0, 0),
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+        (1, 13, 0, 0, 1, 13, 1, 1, 0, 0),
     ]
 
 
@@ -240,6 +241,27 @@ def test_roofline_prices_a_verify_step_like_k_tokens_at_once():
     loads, _ = run_loads([[True] * 4], 2, 4, 1, 1, [16])
     times = [cost.step_time(ld) for ld in loads]
     assert len(times) == 5 and times[4] < 1.5 * times[1]
+
+
+@pytest.mark.parametrize("flops_efficiency,same", [(0.5, True), (1e-6, False)])
+def test_roofline_reads_a_requests_kv_once_per_verify_step(flops_efficiency, same):
+    """A verify step's k queries over one sequence read its KV once (bytes as if only the
+    last query attended), but each query's attention is computed (FLOPs over every context).
+    With a middle-cycle layout, so the coda's KV reads count too."""
+    from dataclasses import replace
+
+    cfg = spec_config(1, 2, 4)
+    cfg.model = RunConfig().model  # smollm2_135m_r2_mc: prelude and coda layers
+    cfg.cost.flops_efficiency = flops_efficiency
+    cost = RooflineCost(cfg.cost, cfg.hardware, cfg.model)
+    loads, _ = run_loads([[True] * 4], 2, 4, 1, 1, [3000])
+    verify = loads[4]
+    assert verify.tokens == 4 and verify.kv_shared == 3 * 3001 + 3 and verify.exiting == 4
+    unique = 3001 + 3
+    once = replace(verify, context=unique, exiting_context=unique, kv_shared=0)
+    assert (cost.decode_time(verify) == cost.decode_time(once)) == same
+    if same:  # bandwidth-bound: pricing every query's re-read would cost more
+        assert cost.decode_time(verify) < cost.decode_time(replace(verify, kv_shared=0))
 
 
 def test_trace_without_correct_is_refused():
