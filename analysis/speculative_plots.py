@@ -16,10 +16,10 @@ from typing import NamedTuple
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from analysis.grid import compose_run, run_grid
-from analysis.style import LOG_MINOR, PLAIN, THOUSANDS, save, scheduler_color, scheduler_label
+from analysis.style import PLAIN, THOUSANDS, save, scheduler_color, scheduler_label
 from analysis.traces import trace_paths
 from sim.schedulers.speculative import accepted_runs, round_emits
 from sim.simulation import load_run_trace
@@ -31,6 +31,8 @@ PAPER_REQUESTS = 8  # of 2048 tokens each: the paper's 2048 requests would not f
 PAPER = ["trace=paper_like", "model=gemma2b_r2", f"trace.synthetic.num_requests={PAPER_REQUESTS}"]
 EASY = ["trace.synthetic.exit_probs=[0.9,0.1]", "trace.synthetic.correlation=0.9"]
 COMMON = ["hardware=a100_40g", "cost=roofline", "seed=0"]
+# minor ticks of a log throughput axis: only 2x and 5x labelled, with thousands separators
+MINOR_THOUSANDS = FuncFormatter(lambda v, _: f"{v:,.0f}" if f"{v:.0e}"[0] in "25" else "")
 
 
 class Setting(NamedTuple):
@@ -68,7 +70,7 @@ def _batch_axis(ax: plt.Axes, batches: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(v)}"))
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("batch size limit (requests)")
 
 
@@ -88,7 +90,7 @@ def _draw_setting(axes: list[plt.Axes], frame: pd.DataFrame, s: Setting) -> None
         over_cont.plot(rows.index, rows.values / base["continuous"].reindex(rows.index).values, **style)
     thr.set_yscale("log")
     thr.yaxis.set_major_formatter(THOUSANDS)
-    thr.yaxis.set_minor_formatter(LOG_MINOR)
+    thr.yaxis.set_minor_formatter(MINOR_THOUSANDS)
     thr.set_ylabel("throughput (tokens/s, log)")
     thr.set_title(s.title, fontsize=9, loc="left")
     for ax, name in ((over_depth, "depthwise"), (over_cont, "continuous")):

@@ -320,23 +320,23 @@ def test_invariants_hold(n_loops, data, K, batch, online, fit, kv_policy, seed):
 
 @pytest.fixture(scope="module")
 def cli_trace(tmp_path_factory):
-    """A 3-loop trace carrying correct_k, and its correct_1 pattern."""
+    """A 2-loop trace (the default model's loop count) carrying correct_k, and its correct_1."""
     from sim.trace import write_trace
 
     accepts = [[True, True, False, True, True, True, True, False], [False, True, True], [True] * 11,
                [False], [True, False, False, True, True]]
-    frame = trace_frame([[1 if ok else 3 for ok in req] for req in accepts])
-    for k in (1, 2, 3):
+    frame = trace_frame([[1 if ok else 2 for ok in req] for req in accepts])
+    for k in (1, 2):
         frame[f"correct_{k}"] = frame.exit_loop <= k
     path = tmp_path_factory.mktemp("spec") / "t.parquet"
-    write_trace(frame, path, 3, {"model": "test"})
+    write_trace(frame, path, 2, {"model": "test"})
     return path, accepts
 
 
 @pytest.mark.parametrize("batch", [pytest.param(1, marks=pytest.mark.slow), 2,
                                    pytest.param(8, marks=pytest.mark.slow)])
 def test_cli_done_when_command_matches_closed_form(cli_trace, tmp_path, batch):
-    """The issue's command, verbatim, plus the run dir and the 3-loop model of the trace."""
+    """The issue's command verbatim (default model, 2 loops), plus a run dir and no progress bar."""
     import json
 
     from tests.sim.test_cli import run_cli
@@ -344,10 +344,10 @@ def test_cli_done_when_command_matches_closed_form(cli_trace, tmp_path, batch):
     path, accepts = cli_trace
     proc = run_cli("scheduler=speculative", "scheduler.draft_len=4", f"trace.path={path}", "cost=constant",
                    "cost.loop_step_s=0.001", "memory.limit=false", f"scheduler.batch_size={batch}",
-                   "model=smollm2_135m_3x10", "progress=false", f"hydra.run.dir={tmp_path}")
+                   "progress=false", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["makespan_s"] == pytest.approx(reference_steps(accepts, 4, 1, 3, batch) * 1e-3, rel=1e-12)
+    assert m["makespan_s"] == pytest.approx(reference_steps(accepts, 4, 1, 2, batch) * 1e-3, rel=1e-12)
     assert m["draft_len"] == 4 and m["draft_loops"] == 1 and m["rounds"] == sum(len(rounds_of(r, 4)) for r in accepts)
     assert "acceptance rate" in proc.stdout
 
