@@ -12,9 +12,13 @@ make even full-rank LoRA inexact) and, in the relaxed variant, its own LoRA on
 every linear layer, initialised by truncated SVD of W_original - W_shared
 (B = U_r S_r, A = V_r^T): at full rank the original model is recovered.
 
-Exits: after loop k the final norm + tied LM head give loop k's logits; the
-last exit comes after the tail layers, i.e. it is the full model.
-Each application has its own KV cache, so generation is exact per loop.
+Exits (one semantics across training, recording, the simulator's cost and the
+real executor): a token leaving after loop k runs the unique tail layers (the
+"coda"), then the final norm and the tied LM head, as a served middle-cycle
+model must; the last exit is the full model. In teacher-forced passes every
+exit's tail attends to tail states computed from the same exit (as if all
+tokens left there); each application, and each intermediate exit's tail, has
+its own KV cache, so generation is exact per exit.
 """
 from __future__ import annotations
 
@@ -117,6 +121,9 @@ class RecursiveLM(nn.Module):
         self.cores = nn.ModuleList(cores)
         self.apps = nn.ModuleList(apps)
         self.exits = list(exits)  # app index after which each exit is taken
+        # unique layers after the last loop: every exit runs them (see module docstring)
+        last_loop_end = max((i for i, a in enumerate(apps) if a.loop is not None), default=len(apps) - 1)
+        self.tail_apps = list(range(last_loop_end + 1, len(apps))) if len(self.exits) > 1 else []
         self.spec = spec
         self.num_layers = num_layers
 
@@ -149,12 +156,21 @@ class RecursiveLM(nn.Module):
         x = self.embed[input_ids]
         cos, sin = rope_tables(positions, self.dims.head_dim, self.dims.rope_theta, x.dtype)
         mask = None if key_valid is None else build_mask(key_valid, T)
-        outs, exits = [], set(self.exits)
+        outs, early = [], self.exits[:-1]
+        n_apps, n_tail = len(self.apps), len(self.tail_apps)
         for i, app in enumerate(self.apps):
             cache = None if caches is None else caches[i]
             x = decoder_layer(x, self._lin(app), app.norm_in, app.norm_post, self.dims,
                               cos, sin, cache, mask)
-            if i in exits:
+            if i in early:
+                h = x
+                for j, t in enumerate(self.tail_apps):  # the coda of a token leaving here
+                    tail = self.apps[t]
+                    c = None if caches is None else caches[n_apps + early.index(i) * n_tail + j]
+                    h = decoder_layer(h, self._lin(tail), tail.norm_in, tail.norm_post, self.dims,
+                                      cos, sin, c, mask)
+                outs.append(h)
+            elif i == self.exits[-1]:
                 outs.append(x)
         return outs
 
@@ -168,7 +184,8 @@ class RecursiveLM(nn.Module):
                 self.hidden_states(input_ids, positions, caches, key_valid)]
 
     def new_caches(self):
-        return [dict() for _ in self.apps]
+        """One KV cache per application, then one per tail layer of each intermediate exit."""
+        return [dict() for _ in range(len(self.apps) + (self.num_exits - 1) * len(self.tail_apps))]
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]

@@ -163,3 +163,18 @@ def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded
     assert curve.mean_exit_loop.iloc[0] == 1.0 and curve.mean_exit_loop.iloc[3] == 3.0
     assert curve.agree_final.iloc[3] == 1.0 and curve.policy.iloc[-1] == "oracle"
     assert "## Confidence exit" in recorded["path"].with_suffix(".md").read_text()
+
+
+def test_kd_losses_equal_torch_kl_div_and_self_distillation_vanishes_on_agreement():
+    import torch.nn.functional as F
+
+    from traces.uptrain import kd_losses, self_distill_losses
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, 50)
+    outs = [torch.randn(2, 5, 50) for _ in range(2)]
+    ref = [F.kl_div(F.log_softmax(o, -1).reshape(-1, 50), F.log_softmax(teacher, -1).reshape(-1, 50),
+                    log_target=True, reduction="batchmean") for o in outs]
+    assert torch.allclose(torch.stack(kd_losses(outs, teacher)), torch.stack(ref), atol=1e-5)
+    same = [outs[1].clone(), outs[1]]
+    assert self_distill_losses(same)[0].abs() < 1e-5
+    assert self_distill_losses(outs)[0] > 0.1
