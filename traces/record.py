@@ -114,7 +114,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def uptrain_provenance(checkpoint, ck: dict) -> dict[str, str]:
+    """What the card needs from the uptraining run, stored in the trace itself so the card
+    renders without the checkpoint (which is never in git): config, counters, learning curve."""
+    state = {k: v for k, v in ck.get("train_state", {}).items() if k != "rng"}
+    curve = Path(checkpoint).parent / "curve.csv"
+    return {"uptrain_config": json.dumps(ck.get("config", {}), default=str),
+            "uptrain_state": json.dumps(state, default=str),
+            "uptrain_curve": curve.read_text() if curve.exists() else ""}
+
+
 def run(cfg) -> tuple[Path, dict]:
+    out = Path(cfg.out_dir) / f"{cfg.name}.parquet"
+    if out.exists() and not cfg.overwrite:
+        raise SystemExit(f"error: {out} exists (a bundled trace?); choose another name=... "
+                         f"or pass overwrite=true to replace it and its card")
     torch.set_num_threads(cfg.threads)
     from tqdm import tqdm
     from .stats import trace_stats
@@ -152,8 +166,8 @@ def run(cfg) -> tuple[Path, dict]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint), "max_new": cfg.max_new, "decoding": "greedy on the final loop",
         "record_seconds": f"{seconds:.1f}", "record_tok_s": f"{len(df) / seconds:.1f}",
+        **uptrain_provenance(cfg.checkpoint, ck),
     }
-    out = Path(cfg.out_dir) / f"{cfg.name}.parquet"
     write_parquet(df, out, meta)
     stats = trace_stats(df)
     stats["record_tok_s"] = len(df) / seconds

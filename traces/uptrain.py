@@ -65,6 +65,12 @@ def kd_losses(outs, teacher_logits):
     return [neg_entropy - (tp * F.log_softmax(o.float(), -1).reshape(-1, V)).sum() / n for o in outs]
 
 
+def freeze_shared(model) -> None:
+    """Only LoRA, norms and unique layers learn: no weight gradients for the shared block."""
+    for core in {app.core for app in model.apps if app.loop is not None}:
+        model.cores[core].requires_grad_(False)
+
+
 def self_distill_losses(outs):
     """KL(final exit || exit k) for the intermediate exits, the final one detached."""
     final = outs[-1].detach()

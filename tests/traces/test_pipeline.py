@@ -165,6 +165,32 @@ def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded
     assert "## Confidence exit" in recorded["path"].with_suffix(".md").read_text()
 
 
+def test_card_renders_from_the_trace_alone_without_its_checkpoint(recorded, tiny_dir, tmp_path):
+    """traces.card must not need the (never committed) checkpoint: the run's config, counters
+    and learning curve travel in the trace's metadata."""
+    import shutil
+
+    from traces.card import main as card
+    trace = tmp_path / "moved.parquet"
+    shutil.copy(recorded["path"], trace)
+    shutil.move(recorded["run"], tmp_path / "gone")  # the checkpoint and its curve.csv vanish
+    try:
+        card([str(trace), "--source", str(tiny_dir)])
+    finally:
+        shutil.move(tmp_path / "gone", recorded["run"])
+    text = trace.with_suffix(".md").read_text()
+    assert "## Learning curve" in text and "| 4 |" in text  # the curve's last eval step
+    assert "not recorded in this trace" not in text  # the wall clock came from the metadata
+
+
+def test_record_refuses_to_overwrite_a_trace_unless_asked(recorded, tiny_dir):
+    from traces.record import run as record
+    cfg = _cfg("record", [f"checkpoint={recorded['run'] / 'best.pt'}", f"source={tiny_dir}", "name=tiny",
+                          f"out_dir={recorded['path'].parent}", "num_prompts=1"])
+    with pytest.raises(SystemExit, match="overwrite=true"):
+        record(cfg)
+
+
 def test_kd_losses_equal_torch_kl_div_and_self_distillation_vanishes_on_agreement():
     import torch.nn.functional as F
 
