@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .base_model import describe_source, load_base
+from .base_model import describe_source, load_base, resolve_device
 from .generate import StepView, chat_ids, decode, greedy, stop_ids
 from .prompts import PROMPTS_FILE, load_prompts
 from .recursive import load_model, original_from_hf
@@ -129,11 +129,11 @@ def run(cfg) -> tuple[Path, dict]:
     if out.exists() and not cfg.overwrite:
         raise SystemExit(f"error: {out} exists (a bundled trace?); choose another name=... "
                          f"or pass overwrite=true to replace it and its card")
+    dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     from tqdm import tqdm
     from .stats import trace_stats
     hf, tok = load_base(cfg.source)
-    dev = torch.device(cfg.device)
     teacher = original_from_hf(hf).eval().to(dev)
     student, ck = load_model(cfg.checkpoint, hf)
     student.eval().to(dev)

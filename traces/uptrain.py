@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base_model import load_base
+from .base_model import load_base, resolve_device
 from .evalset import agreement, build_evalset
 from .recursive import RecursiveSpec, convert, load_model, original_from_hf, save_model
 from .textpool import add_shard, load_sequences, pool_tokens
@@ -123,6 +123,7 @@ def _atomic_save(obj_fn, path: Path):
 
 
 def train(cfg) -> dict:
+    dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -134,7 +135,6 @@ def train(cfg) -> dict:
         print(line, file=log, flush=True)
         print(line, file=sys.stderr, flush=True)
 
-    dev = torch.device(cfg.device)
     hf, tok = load_base(cfg.source)
     teacher = original_from_hf(hf).eval()
     spec = RecursiveSpec(cfg.num_loops, cfg.head, cfg.tail, cfg.init, cfg.lora_rank)
