@@ -74,7 +74,8 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              "## Model", "",
              f"- {meta['model']}",
              f"- layout `{meta['layout']}`, init `{meta['init']}`, LoRA rank {meta['lora_rank']}, "
-             f"{N} loops (exits after every loop: final norm + tied LM head)",
+             f"{N} loops (an exit after any loop runs the unique tail layers, the final norm and the "
+             f"tied LM head{'' if meta.get('exit_semantics') == 'tail' else '; traces recorded before commit edf1347 skipped the tail at intermediate exits'})",
              f"- uptrained {meta['uptrain_steps']} steps, {int(meta['uptrain_tokens']):,} tokens of "
              f"distillation (KL to the original model; weights 0.1 intermediate / 1.0 last loop), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",

@@ -166,6 +166,7 @@ def run(cfg) -> tuple[Path, dict]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint), "max_new": cfg.max_new, "decoding": "greedy on the final loop",
         "record_seconds": f"{seconds:.1f}", "record_tok_s": f"{len(df) / seconds:.1f}",
+        "exit_semantics": "tail",  # intermediate exits run the tail layers (traces/recursive.py)
         **uptrain_provenance(cfg.checkpoint, ck),
     }
     write_parquet(df, out, meta)
