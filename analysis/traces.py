@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sim.config import ExitConfig
-from sim.exit_policy import apply_exit_policy
+from sim.exit_policy import ConfidenceExitConfig, apply_exit_policy
 from sim.trace import DEFAULT_TRACE, Trace, load_trace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def threshold_tradeoff(trace: Trace, thresholds: np.ndarray) -> pd.DataFrame:
     simulator's own exit policy; the oracle (free by construction) as a reference row."""
     rows = []
     for t in thresholds:
-        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=float(t)),
+        exits, wrong = apply_exit_policy(trace, ConfidenceExitConfig(threshold=float(t)),
                                          trace.num_loops)
         rows.append({"policy": "confidence", "threshold": float(t), "mean_exit_loop": exits.mean(),
                      "accuracy_cost": wrong.mean()})

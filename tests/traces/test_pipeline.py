@@ -149,7 +149,7 @@ def test_freeze_shared_trains_only_lora_norms_and_unique_layers(tiny_dir, tmp_pa
 
 
 def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded):
-    from sim.config import ExitConfig
+    from sim.exit_policy import ConfidenceExitConfig
     from sim.exit_policy import apply_exit_policy
     from sim.trace import load_trace
     from traces.stats import threshold_tradeoff
@@ -157,7 +157,7 @@ def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded
     trace = load_trace(recorded["path"])
     curve = threshold_tradeoff(df, [0.0, 0.3, 0.6, 1.01])
     for t, row in zip([0.0, 0.3, 0.6, 1.01], curve.itertuples()):
-        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=t), 3)
+        exits, wrong = apply_exit_policy(trace, ConfidenceExitConfig(threshold=t), 3)
         assert row.mean_exit_loop == pytest.approx(exits.mean())
         assert row.agree_final == pytest.approx(1 - wrong.mean())
     assert curve.mean_exit_loop.iloc[0] == 1.0 and curve.mean_exit_loop.iloc[3] == 3.0
