@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import threshold_tradeoff
+from .stats import threshold_table
 
 
 NOTES = "## Notes (added by hand)"
@@ -26,7 +26,7 @@ def _curve_rows(ckpt_path: Path) -> list[dict]:
 
 
 def _uptrain_command(cfg: dict) -> str:
-    keys = ["name", "num_loops", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
+    keys = ["name", "num_loops", "prelude_layers", "coda_layers", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
             "max_minutes", "refresh_every", "device", "threads"]
     return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
 
@@ -98,7 +98,7 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               "(the simulator's `exit=confidence`); the oracle leaves at the first loop that agrees "
               "with the final one. `agree_final`: its prediction equals the final loop's (what the "
               "simulator counts as correct); `agree_teacher`: it equals the original model's.", "",
-              threshold_tradeoff(df).to_markdown(index=False, floatfmt=".3f")]
+              threshold_table(df).to_markdown(index=False, floatfmt=".3f")]
     rows = _curve_rows(Path(meta["checkpoint"]))
     if rows:
         lines += ["", f"## Learning curve (held-out, teacher-forced agreement with the original's "

@@ -11,6 +11,8 @@ from analysis import load_sweep
 from sim.trace import write_trace
 from tests.sim.helpers import trace_frame
 
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -78,6 +78,7 @@ def test_a_fifth_scheduler_is_one_module_and_one_yaml(srf):
                                                                        "depthwise")}
 
 
+@pytest.mark.slow
 def test_a_fifth_scheduler_runs_from_the_cli_as_a_plugin(tmp_path):
     env = {**os.environ, "RRTSIM_PLUGINS": "tests.fixtures.srf"}
     run = [sys.executable, "-m", "sim.run", SEARCHPATH]

@@ -8,6 +8,10 @@ import time
 
 from tests.sim.test_cli import REPO
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
+
 SWEEP = ["-m", "scheduler=static,continuous,sync_exit,depthwise", "workload.num_requests=1500",
          "progress=false", "hydra/launcher=basic"]
 

@@ -25,7 +25,7 @@ def test_original_matches_hf(hf):
     assert (ours - ref).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.num_loops}L-h{s.head}t{s.tail}-{s.init}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.num_loops}L-p{s.prelude_layers}c{s.coda_layers}-{s.init}")
 def test_full_rank_recovers_original(hf, spec):
     ids = torch.randint(0, 101, (2, 13))
     with torch.no_grad():
