@@ -225,14 +225,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         _positive(getattr(m, key), f"model.{key}")
     for key in ("prelude_layers", "coda_layers", "lora_rank"):
         _positive(getattr(m, key), f"model.{key}", allow_zero=True)
-    if m.source_layers is not None:
-        looped = m.source_layers - m.prelude_layers - m.coda_layers
-        if looped <= 0 or looped % m.loops:
+    if m.source_layers is not None:  # the layout (sim/layout.py) must split the source model's layers
+        from sim.layout import Layout
+
+        try:
+            split = Layout.split(m.source_layers, m.loops, m.prelude_layers, m.coda_layers, m.lora_rank)
+        except ValueError:
             raise ConfigError(f"model.source_layers={m.source_layers} minus {m.prelude_layers} prelude and "
-                              f"{m.coda_layers} coda layers is not divisible by model.loops={m.loops}")
-        if looped // m.loops != m.layers_per_block:
-            raise ConfigError(f"model.layers_per_block={m.layers_per_block} but {looped} looped layers over "
-                              f"{m.loops} loops make {looped // m.loops} per block")
+                              f"{m.coda_layers} coda layers is not divisible by model.loops={m.loops}") from None
+        if split.layers_per_block != m.layers_per_block:
+            raise ConfigError(f"model.layers_per_block={m.layers_per_block} but {m.loops} loops over "
+                              f"{m.source_layers - m.prelude_layers - m.coda_layers} looped layers make "
+                              f"{split.layers_per_block} per block")
     if m.n_heads % m.n_kv_heads:
         raise ConfigError(f"model.n_heads={m.n_heads} is not a multiple of model.n_kv_heads={m.n_kv_heads}")
     if not 0.0 < cfg.memory.utilization <= 1.0:
