@@ -31,6 +31,7 @@ from analysis.trace_plots import exit_histogram, learning_curve, thresholds, tra
 from analysis.traces import RECORDED, REPO, load_trace_frame, threshold_tradeoff, trace_paths
 from sim.simulation import simulate
 from sim.trace import load_trace
+from sim.trace_io import git_commit
 
 OUT = REPO / "figures"
 CURVES = RECORDED / "curves"  # uptraining curves of the bundled models and the probes beside them
@@ -240,7 +241,7 @@ def provenance() -> list[str]:
     """Taken when the run starts: the code that made the figures, not whatever a
     concurrent commit made HEAD by the time they were written."""
     dirty = _git("status", "--porcelain", "--", "sim", "analysis", "conf")
-    commit = _git("rev-parse", "HEAD") + (" (with uncommitted changes in sim/ analysis/ conf/)" if dirty else "")
+    commit = git_commit() + (" (with uncommitted changes in sim/ analysis/ conf/)" if dirty else "")
     return [f"- commit: `{commit}`",
             f"- command: `{' '.join(['python -m analysis.figures', *sys.argv[1:]])}`",
             f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"]

@@ -33,7 +33,7 @@ def trace_name(trace: Trace) -> str:
     return Path(trace.path).stem
 
 
-def to_frame(trace: Trace) -> pd.DataFrame:
+def token_table(trace: Trace) -> pd.DataFrame:
     """One row per generated token: request_id, position, prompt_len, gen_len, exit_loop,
     conf_k and correct_k per loop (when the trace has them). attrs: num_loops, path, metadata."""
     n, offsets = trace.num_tokens, trace.offsets
@@ -71,7 +71,7 @@ def load_trace_frame(path: str | Path | None = None, num_loops: int | None = Non
     """Load and validate a trace file (None: the bundled default) as a per-token table,
     sorted by request and position; columns beyond the trace schema are kept."""
     trace = load_trace(path, num_loops)
-    frame = to_frame(trace)
+    frame = token_table(trace)
     extra = _extra_columns(Path(trace.path), frame.columns)
     if extra is not None:
         attrs = frame.attrs
