@@ -71,7 +71,8 @@ def test_bad_config_value_is_one_line_error(tmp_path):
     assert "batch_size" in proc.stderr
 
 
-@pytest.mark.parametrize("override", ["scheduler=fastest", "scheduler=base_depthwise"])
+@pytest.mark.parametrize("override", ["scheduler=fastest",
+                                      pytest.param("scheduler=base_depthwise", marks=pytest.mark.slow)])
 def test_unknown_scheduler_lists_options(override, tmp_path):
     proc = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -92,6 +93,7 @@ def test_help_lists_the_registered_options_only():
     assert "base_" not in out
 
 
+@pytest.mark.slow  # in-process: tests/sim/test_bundled_traces.py
 def test_the_model_follows_the_trace(tmp_path):
     proc = run_cli("trace.path=traces/data/smollm2_r3_mc_r64.parquet", "scheduler=depthwise", "progress=false",
                    f"hydra.run.dir={tmp_path}")
