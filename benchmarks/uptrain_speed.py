@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     dev = torch.device(args.device)
     hf, _ = load_base("gguf")
     teacher = original_from_hf(hf).eval().to(dev)
-    spec = RecursiveSpec(num_loops=2, head=1, tail=1, init="average", lora_rank=64)
+    spec = RecursiveSpec(num_loops=2, prelude_layers=1, coda_layers=1, init="average", lora_rank=64)
     setups = {}
     for mode in ("full", "frozen"):
         model = convert(hf, spec, svd=False).to(dev).train()  # LoRA values do not change the cost

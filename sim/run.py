@@ -94,6 +94,7 @@ def options_help() -> str:
 
 
 OmegaConf.register_new_resolver("rrtsim_options", options_help, replace=True)
+discover_all()  # every variant's typed schema in Hydra's ConfigStore before Hydra composes
 
 
 def _discard_empty(out: Path) -> None:

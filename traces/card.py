@@ -26,8 +26,9 @@ def _curve_rows(ckpt_path: Path) -> list[dict]:
 
 
 def _uptrain_command(cfg: dict) -> str:
-    keys = ["name", "num_loops", "prelude_layers", "coda_layers", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
+    keys = ["name", "num_loops", "prelude_layers", "coda_layers", "init", "lora_rank", "batch", "seq_len", "lr",
             "max_minutes", "refresh_every", "device", "threads"]
+    cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
     return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
 
 
