@@ -237,7 +237,7 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def provenance() -> list[str]:
+def readme_provenance() -> list[str]:
     """Taken when the run starts: the code that made the figures, not whatever a
     concurrent commit made HEAD by the time they were written."""
     dirty = _git("status", "--porcelain", "--", "sim", "analysis", "conf")
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="regenerate only these (no README)")
     args = parser.parse_args(argv)
-    start, made = time.perf_counter(), provenance()
+    start, made = time.perf_counter(), readme_provenance()
     args.out.mkdir(parents=True, exist_ok=True)
     outputs: list[Output] = []
     names = args.only or list(FIGURES)

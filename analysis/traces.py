@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from sim.config import ExitConfig
 from sim.exit_policy import ConfidenceExitConfig, apply_exit_policy
 from sim.trace import DEFAULT_TRACE, Trace, load_trace
+from sim.trace_io import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "traces" / "data"
 
 
