@@ -163,6 +163,13 @@ class ModelConfig(_ByName):
     dtype_bytes: int = 2
     tied_embeddings: bool = True
 
+    @property
+    def layout(self):
+        """The model's `sim.layout.Layout` (prelude, block x loops, coda, LoRA rank)."""
+        from sim.layout import Layout
+
+        return Layout.of(self)
+
 
 @dataclass
 class MemoryConfig:

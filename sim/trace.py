@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import TraceError
+from sim.layout import Layout
 from sim.trace_io import write_trace_parquet
 
 REQUIRED = ("request_id", "position", "prompt_len", "exit_loop")
@@ -62,6 +63,11 @@ class Trace(RequestTokens):
     conf: Optional[np.ndarray] = None  # (T, num_loops) float32, top-1 prob after loop k
     correct: Optional[np.ndarray] = None  # (T, num_loops) bool, loop-k pred == final
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Optional[Layout]:
+        """The layout of the model that recorded the trace, if its metadata names one."""
+        return Layout.from_metadata(self.metadata)
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:

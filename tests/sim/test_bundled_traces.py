@@ -37,10 +37,11 @@ def test_bundled_trace(path):
     tr = load_trace(path)
     assert tr.num_loops == n and tr.num_tokens == len(df)
     layout = Layout.from_metadata(meta)
+    assert tr.layout == layout
     assert layout.describe() in meta["model"]  # the keys agree with the recorded description
     name = trace_model(str(path))
     assert name == MODELS[path.stem]
-    assert Layout.of(load_bundled(ModelConfig, "model", name)) == layout
+    assert load_bundled(ModelConfig, "model", name).layout == layout
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
