@@ -3,6 +3,9 @@
 Hydra composes YAML from `conf/`; `load_config` then merges the result into these
 dataclasses (so a typo'd key or a string where a number belongs fails before any
 simulation starts) and runs the cross-field checks that YAML cannot express.
+The scheduler, exit and cost groups hold only the keys all their variants share;
+each variant's own keys live in its config class, beside its code, registered in
+`sim.registry` (the one list of names).
 """
 
 from __future__ import annotations
