@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     hf, _ = load_base("gguf")
     teacher32 = original_from_hf(hf).eval().to(dev)
     teacher16 = original_from_hf(hf).eval().to(dev, torch.bfloat16)
-    spec = RecursiveSpec(num_loops=2, head=1, tail=1, init="average", lora_rank=64)
+    spec = RecursiveSpec(num_loops=2, prelude_layers=1, coda_layers=1, init="average", lora_rank=64)
     variants = {"fp32": (False, teacher32, False), "amp": (True, teacher32, False),
                 "amp_bf16_teacher": (True, teacher16, False), "frozen_bf16": (True, teacher16, True)}
     setups = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import threshold_tradeoff
+from .stats import threshold_table
 
 
 NOTES = "## Notes (added by hand)"
@@ -45,8 +45,9 @@ def run_info(meta: dict, checkpoint_path: Path | None = None) -> dict:
 
 
 def _uptrain_command(cfg: dict) -> str:
-    keys = ["name", "num_loops", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
+    keys = ["name", "num_loops", "prelude_layers", "coda_layers", "init", "lora_rank", "batch", "seq_len", "lr",
             "max_minutes", "refresh_every", "device", "threads"]
+    cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
     return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
 
 
@@ -74,8 +75,8 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              "## Model", "",
              f"- {meta['model']}",
              f"- layout `{meta['layout']}`, init `{meta['init']}`, LoRA rank {meta['lora_rank']}, "
-             f"{N} loops (an exit after any loop runs the unique tail layers, the final norm and the "
-             f"tied LM head{'' if meta.get('exit_semantics') == 'tail' else '; traces recorded before commit edf1347 skipped the tail at intermediate exits'})",
+             f"{N} loops (an exit after any loop runs the unique coda layers, the final norm and the "
+             f"tied LM head{'' if meta.get('exit_semantics') == 'coda' else '; traces recorded before commit edf1347 skipped the coda at intermediate exits'})",
              f"- uptrained {meta['uptrain_steps']} steps, {int(meta['uptrain_tokens']):,} tokens of "
              f"distillation (KL to the original model; weights 0.1 intermediate / 1.0 last loop), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",
@@ -122,7 +123,7 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               "(the simulator's `exit=confidence`); the oracle leaves at the first loop that agrees "
               "with the final one. `agree_final`: its prediction equals the final loop's (what the "
               "simulator counts as correct); `agree_teacher`: it equals the original model's.", "",
-              threshold_tradeoff(df).to_markdown(index=False, floatfmt=".3f")]
+              threshold_table(df).to_markdown(index=False, floatfmt=".3f")]
     rows = _curve_rows(meta)
     if rows:
         lines += ["", f"## Learning curve (held-out, teacher-forced agreement with the original's "

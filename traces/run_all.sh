@@ -17,8 +17,8 @@ DEVICE=${DEVICE:-cpu}; THREADS=${THREADS:-2}
 # The recipe of the bundled traces predates bf16 training, self-distillation and the
 # tail-at-every-exit semantics (traces/recursive.py); the flags below restore what can be.
 COMMON="device=$DEVICE threads=$THREADS lora_rank=64 init=average max_minutes=100000 amp=false teacher_dtype=float32 exit_weight_self=0"
-R2="name=r2_mc_r64_long num_loops=2 head=1 tail=1 $COMMON"
-R3="name=r3_mc_r64 num_loops=3 head=1 tail=2 $COMMON"
+R2="name=r2_mc_r64_long num_loops=2 prelude_layers=1 coda_layers=1 $COMMON"
+R3="name=r3_mc_r64 num_loops=3 prelude_layers=1 coda_layers=2 $COMMON"
 # 2 loops, stage 1: batch 2 x 256, lr 3e-4, a pool shard of 32 answers every 40 steps
 python -m traces.uptrain $R2 max_tokens=87040
 # 3 loops: on the 34k-token pool stage 1 grew, no new shards

@@ -1,7 +1,7 @@
 """Uptrain a relaxed recursive model: distillation + early-exit loss.
 
-    python -m traces.uptrain name=r2_mc_r64 num_loops=2 head=1 tail=1 lora_rank=64
-    python -m traces.uptrain name=r3_mc_r64 num_loops=3 head=1 tail=2 device=cuda max_minutes=600
+    python -m traces.uptrain name=r2_mc_r64 num_loops=2 prelude_layers=1 coda_layers=1 lora_rank=64
+    python -m traces.uptrain name=r3_mc_r64 num_loops=3 prelude_layers=1 coda_layers=2 device=cuda max_minutes=600
 
 Loss per batch: sum_k w_k * KL(teacher || exit_k), with w = 0.1 for the
 intermediate loops and 1.0 for the last (the paper's "aggressive" early-exit
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 import sys
 import time
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from sim.trace_io import write_atomic
 
 from .base_model import load_base, resolve_device
 from .evalset import agreement, build_evalset
@@ -117,9 +118,7 @@ def lr_at(cfg, step: int) -> float:
 
 
 def _atomic_save(obj_fn, path: Path):
-    tmp = path.with_suffix(".tmp")
-    obj_fn(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, obj_fn)
 
 
 def train(cfg) -> dict:
@@ -137,7 +136,7 @@ def train(cfg) -> dict:
 
     hf, tok = load_base(cfg.source)
     teacher = original_from_hf(hf).eval()
-    spec = RecursiveSpec(cfg.num_loops, cfg.head, cfg.tail, cfg.init, cfg.lora_rank)
+    spec = RecursiveSpec(cfg.num_loops, cfg.prelude_layers, cfg.coda_layers, cfg.init, cfg.lora_rank)
     last = out / "last.pt"
     if last.exists():
         model, ck = load_model(last, hf)
@@ -148,7 +147,7 @@ def train(cfg) -> dict:
         model = convert(hf, spec)
         ck, state = None, {"step": 0, "tokens": 0, "elapsed_s": 0.0, "best": -1.0,
                            "rng": random.Random(cfg.seed).getstate()}
-        say(f"converted {spec.describe(len(hf.model.layers))} ({spec.layout}, init {spec.init}, "
+        say(f"converted {spec.describe(len(hf.model.layers))} ({spec.kind}, init {spec.init}, "
             f"rank {spec.lora_rank}) in {time.time() - t0:.1f}s")
     del hf
     model.to(dev).train()
