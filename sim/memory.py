@@ -15,7 +15,7 @@ from sim.model_size import kv_bytes_per_token, weight_bytes
 
 
 class KVMemory:
-    def __init__(self, model: ModelConfig, hardware: HardwareConfig, cfg: MemoryConfig, kv_policy: str):
+    def __init__(self, model: ModelConfig, hardware: HardwareConfig, cfg: MemoryConfig, kv_policy):
         self.limited = cfg.limit
         self.per_token = kv_bytes_per_token(model, kv_policy)
         usable = hardware.memory_gb * 1e9 * cfg.utilization

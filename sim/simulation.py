@@ -7,17 +7,18 @@ around it. Reading top to bottom follows a token from the trace to the numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from sim.config import RunConfig
+from sim.config import ExitConfig, RunConfig, validate
 from sim.cost import make_cost_model
 from sim.engine import Engine, Timeline
+from sim.layout import check_loops
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
-from sim.schedulers import SCHEDULERS
+from sim.registry import scheduler_registry
 from sim.step import CostedSteps
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
@@ -43,26 +44,31 @@ def load_run_trace(cfg: RunConfig) -> Trace:
 def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0,
              log_emits: bool = False) -> SimulationResult:
     """Run one simulation. `trace` skips loading (sweeps reuse one trace);
-    `timeline_steps` records the first steps slot by slot; `log_emits` every emission."""
+    `timeline_steps` records the first steps slot by slot; `log_emits` every emission.
+    The config is validated first (its seams become their variants' config classes)."""
+    cfg = validate(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
-    sched_cls = SCHEDULERS[cfg.scheduler.name]
+    sched_cls = scheduler_registry.get(cfg.scheduler.name).impl
     m = cfg.model
-    exit_cfg = cfg.exit if sched_cls.honours_exits else replace(cfg.exit, policy="none")
-    exits, wrong = sched_cls.token_exits(trace, exit_cfg, cfg)
+    check_loops(trace, m)
+    honoured = sched_cls.honours_exits and m.loops > 1
+    exit_cfg = cfg.exit if honoured else ExitConfig("none", cfg.exit.kv_policy, cfg.exit.head_every_loop)
+    exits, wrong = sched_cls.token_exits(trace, exit_cfg, cfg.scheduler, m.loops)
     wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
-    state = sched_cls.make_state(cfg, wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy, m.layers_per_block,
+    state = sched_cls.make_state(cfg.scheduler, wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy,
+                                 m.layers_per_block,
                                  checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                                  edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
-    scheduler = sched_cls(state)
+    scheduler = sched_cls(state, cfg.scheduler)
     engine = Engine(state, scheduler, CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {
         "scheduler": cfg.scheduler.name,
         "exit_policy": exit_cfg.policy,
-        "exit_threshold": cfg.exit.threshold if exit_cfg.policy == "confidence" else None,
+        "exit_threshold": getattr(exit_cfg, "threshold", None),
         "kv_policy": cfg.exit.kv_policy,
         "batch_size": cfg.scheduler.batch_size,
         "model": m.name,

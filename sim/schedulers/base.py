@@ -1,9 +1,19 @@
 """The scheduler interface, and the iteration-level logic three schedulers share.
 
-A scheduler answers two questions for the engine: which slots compute in the
-next loop step (`computing`), and what happens once a step ends (`after_step`):
-which tokens are emitted and when waiting requests may join. Everything else,
-the arrays, admission mechanics, KV and counters, is `SlotState`'s.
+A scheduler answers three questions for the engine: which slots compute in the
+next loop step (`computing`), what happens once a step ends (`after_step`): which
+tokens are emitted and when waiting requests may join, and who joins first
+(`admission_order`, FIFO unless overridden). Everything else, the arrays, admission
+mechanics, KV and counters, is `SlotState`'s.
+
+Three more hooks let a scheduler whose slots do not decode one token at a time
+(`speculative`) shape the run around the engine: what each trace token needs
+(`token_exits`), which slot bookkeeping it drives (`make_state`) and which numbers of
+its own the run reports (`extra_metrics`). The defaults are every other scheduler's.
+
+A new scheduler is one module in this package, registered with
+`@scheduler_registry.register("name")` (found without being imported anywhere), and
+one `conf/scheduler/<name>.yaml` (`defaults: [base_<name>, _self_]`).
 """
 
 from __future__ import annotations
@@ -13,8 +23,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sim.config import ExitConfig, RunConfig
-from sim.exit_policy import apply_exit_policy
+from sim.config import ExitConfig, SchedulerConfig
+from sim.exit_policy import Exits, apply_exit_policy
 from sim.slots import SlotState
 from sim.trace import Trace
 
@@ -24,23 +34,31 @@ class Scheduler(ABC):
     # False: tokens run every loop whatever the exit policy says.
     honours_exits: ClassVar[bool] = True
 
-    def __init__(self, state: SlotState):
+    def __init__(self, state: SlotState, cfg: SchedulerConfig | None = None):
         self.state = state
+        self.cfg = cfg  # the variant's typed config (its own keys beside batch_size)
+        if type(self).admission_order is not Scheduler.admission_order:
+            state.order = self.admission_order
 
-    # Hooks for a scheduler whose slots do not hold one token at a time (speculative):
-    # the defaults are what every one-token-per-slot scheduler uses.
-    @classmethod
-    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-        """Per trace token: the loop it leaves after, and whether that loop's prediction is wrong."""
-        return apply_exit_policy(trace, exit_cfg, cfg.model.loops)
+    def admission_order(self, waiting: np.ndarray) -> np.ndarray:
+        """The arrived, waiting requests (indices into the workload, in arrival order) in
+        the order they are offered free slots; admission stops at the first whose KV does
+        not fit. FIFO here, and then `SlotState` takes a faster path that skips this call."""
+        return waiting
 
     @classmethod
-    def make_state(cls, cfg: RunConfig, *args: Any, **kwargs: Any) -> SlotState:
-        """The slot bookkeeping this scheduler drives (SlotState's arguments after `cfg`)."""
+    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: SchedulerConfig, loops: int) -> Exits:
+        """Per trace token: the loop it leaves after, and whether that loop's prediction is
+        wrong. `exit_cfg` is the policy in force (`none` unless `honours_exits`)."""
+        return apply_exit_policy(trace, exit_cfg, loops)
+
+    @classmethod
+    def make_state(cls, cfg: SchedulerConfig, *args: Any, **kwargs: Any) -> SlotState:
+        """The slot bookkeeping this scheduler drives, built from `SlotState`'s arguments."""
         return SlotState(*args, **kwargs)
 
     def extra_metrics(self) -> dict[str, Any]:
-        """Scheduler-specific numbers added to (or overriding) the run's metrics."""
+        """Numbers of this scheduler's own, added to (or overriding) the run's metrics."""
         return {}
 
     @abstractmethod
@@ -58,8 +76,8 @@ class IterationScheduler(Scheduler):
     only then are tokens emitted and, if `refill` allows, waiting requests admitted.
     Tokens that exit early keep their slot and idle: the synchronization problem."""
 
-    def __init__(self, state: SlotState):
-        super().__init__(state)
+    def __init__(self, state: SlotState, cfg: SchedulerConfig | None = None):
+        super().__init__(state, cfg)
         self.steps_left = 0  # loop steps left in the current iteration
 
     def computing(self) -> np.ndarray:

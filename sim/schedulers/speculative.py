@@ -24,17 +24,37 @@ scheduler, so rejected drafts never need more.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sim.config import ExitConfig, RunConfig
+from sim.config import ExitConfig, SchedulerConfig
 from sim.cost import StepLoad
-from sim.errors import InvariantError, TraceError
+from sim.errors import ConfigError, InvariantError, TraceError
+from sim.exit_policy import Exits
+from sim.registry import scheduler_registry
 from sim.schedulers.base import Scheduler
 from sim.slots import SlotState
 from sim.step import StepBatch
 from sim.trace import Trace
+
+
+@dataclass
+class SpeculativeConfig(SchedulerConfig):
+    """scheduler=speculative: tokens drafted per round (K) and the loops the draft runs (d).
+    That d is below model.loops is checked once the model is known (`token_exits`)."""
+
+    name: str = "speculative"
+    draft_len: int = 4
+    draft_loops: int = 1
+
+    def check(self) -> None:
+        super().check()
+        if self.draft_len < 1:
+            raise ConfigError(f"scheduler.draft_len={self.draft_len} must be >= 1")
+        if self.draft_loops < 1:
+            raise ConfigError(f"scheduler.draft_loops={self.draft_loops} must be >= 1")
 
 
 def accepted_runs(accepted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -212,28 +232,35 @@ class SpeculativeSlots(SlotState):
             raise InvariantError(f"{self.memory.in_use} B of KV still reserved after the run")
 
 
+@scheduler_registry.register("speculative", config=SpeculativeConfig, label="self-speculative",
+                             color="#D55E00", order=4, figures="speculative")
 class SpeculativeScheduler(Scheduler):
-    name = "speculative"
     honours_exits = False  # every emitted token is the final loop's: exit policies do not apply
     state: SpeculativeSlots
+    cfg: SpeculativeConfig
+
+    def __init__(self, state: SpeculativeSlots, cfg: SpeculativeConfig):
+        super().__init__(state, cfg)
+        if (state.draft_len, state.draft_loops) != (cfg.draft_len, cfg.draft_loops):
+            raise InvariantError(f"slots built for K={state.draft_len}, d={state.draft_loops} "
+                                 f"but scheduler.draft_len={cfg.draft_len}, draft_loops={cfg.draft_loops}")
 
     @classmethod
-    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: SpeculativeConfig, loops: int) -> Exits:
         """Every token runs all N loops (in its draft and verify passes); `wrong` carries
         whether loop d's draft differs from the final token, which decides acceptance."""
-        d, n = cfg.scheduler.draft_loops, cfg.model.loops
+        d = cfg.draft_loops
+        if not 1 <= d < loops:
+            raise ConfigError(f"scheduler.draft_loops={d} must be in 1..model.loops-1 (model.loops={loops}): "
+                              f"the draft runs fewer loops than the model")
         if trace.correct is None:
             raise TraceError(f"{trace.path}: scheduler=speculative needs column correct_{d} (does loop {d}'s "
                              f"prediction equal the final token?), which the trace lacks")
-        if trace.num_loops != n:
-            raise TraceError(f"{trace.path}: the trace has num_loops={trace.num_loops} but model.loops={n}; "
-                             f"scheduler=speculative needs them equal")
-        return np.full(trace.num_tokens, n, dtype=np.int8), ~trace.correct[:, d - 1]
+        return np.full(trace.num_tokens, loops, dtype=np.int8), ~trace.correct[:, d - 1]
 
     @classmethod
-    def make_state(cls, cfg: RunConfig, *args: Any, **kwargs: Any) -> SpeculativeSlots:
-        return SpeculativeSlots(*args, draft_len=cfg.scheduler.draft_len,
-                                draft_loops=cfg.scheduler.draft_loops, **kwargs)
+    def make_state(cls, cfg: SpeculativeConfig, *args: Any, **kwargs: Any) -> SpeculativeSlots:
+        return SpeculativeSlots(*args, draft_len=cfg.draft_len, draft_loops=cfg.draft_loops, **kwargs)
 
     def computing(self) -> np.ndarray:
         st = self.state

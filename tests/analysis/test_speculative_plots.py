@@ -39,3 +39,11 @@ def test_run_length_figure_renders(tmp_path):
     name, caption, files = run_length_figure(tmp_path)
     assert name == "speculative_run_lengths" and "d < N" in caption
     assert all(f.stat().st_size > 10_000 for f in files)
+
+
+def test_batch_and_latency_grids_leave_speculative_to_its_own_group():
+    from analysis.figures import FIGURES, grid_schedulers
+
+    grid = grid_schedulers()
+    assert "speculative" not in grid and {"static", "continuous", "sync_exit", "depthwise"} <= set(grid)
+    assert "speculative" in FIGURES

@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.config import RunConfig, validate
-from sim.cost import ConstantCost, RooflineCost
+from sim.cost import ConstantCost, RooflineCost, RooflineCostConfig
 from sim.engine import Engine
 from sim.errors import ConfigError, TraceError
 from sim.memory import KVMemory
-from sim.schedulers.speculative import SpeculativeScheduler
+from sim.schedulers.speculative import SpeculativeConfig, SpeculativeScheduler
 from sim.simulation import simulate
-from sim.trace import load_trace_frame
+from sim.trace import trace_from_frame
 from tests.sim.helpers import analytic_config, looped_model, trace_frame
 from tests.sim.test_invariants import check_emissions
 
@@ -31,7 +31,7 @@ def spec_trace(accepts: list[list[bool]], num_loops: int, d: int = 1, prompt_len
     frame = trace_frame(exits, prompt_lens)
     for k in range(1, num_loops + 1):
         frame[f"correct_{k}"] = frame.exit_loop <= k
-    return load_trace_frame(frame, "<spec>", num_loops)
+    return trace_from_frame(frame, "<spec>", num_loops)
 
 
 def rounds_of(accepts: list[bool], K: int) -> list[int]:
@@ -177,10 +177,10 @@ def run_loads(accepts, n_loops, K, d, batch, prompt_lens, want_batch=False):
 
     cfg = spec_config(batch, n_loops, K, d)
     trace = spec_trace(accepts, n_loops, d, prompt_lens)
-    exits, wrong = SpeculativeScheduler.token_exits(trace, cfg.exit, cfg)
+    exits, wrong = SpeculativeScheduler.token_exits(trace, cfg.exit, cfg.scheduler, n_loops)
     wl = build_workload(trace, exits, wrong, n_loops, cfg.workload, 0)
     memory = KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore")
-    state = SpeculativeScheduler.make_state(cfg, wl, batch, memory, "ignore", 10, checks_every_loop=False)
+    state = SpeculativeScheduler.make_state(cfg.scheduler, wl, batch, memory, "ignore", 10, checks_every_loop=False)
     cost = Recording(cfg.cost)
     batches = []
 
@@ -191,7 +191,7 @@ def run_loads(accepts, n_loops, K, d, batch, prompt_lens, want_batch=False):
             batches.append(b)
             return super().step_seconds(load, b)
 
-    Engine(state, SpeculativeScheduler(state), Clock(cost)).run()
+    Engine(state, SpeculativeScheduler(state, cfg.scheduler), Clock(cost)).run()
     return cost.loads, batches
 
 
@@ -236,8 +236,7 @@ def test_roofline_prices_a_verify_step_like_k_tokens_at_once():
     """Under the roofline a verify step of K tokens costs far less than K draft-sized steps
     (the block's weights are read once)."""
     cfg = spec_config(1, 2, 4)
-    cfg.cost.kind = "roofline"
-    cost = RooflineCost(cfg.cost, cfg.hardware, cfg.model)
+    cost = RooflineCost(RooflineCostConfig(), cfg.hardware, cfg.model)
     loads, _ = run_loads([[True] * 4], 2, 4, 1, 1, [16])
     times = [cost.step_time(ld) for ld in loads]
     assert len(times) == 5 and times[4] < 1.5 * times[1]
@@ -252,8 +251,7 @@ def test_roofline_reads_a_requests_kv_once_per_verify_step(flops_efficiency, sam
 
     cfg = spec_config(1, 2, 4)
     cfg.model = RunConfig().model  # smollm2_135m_r2_mc: prelude and coda layers
-    cfg.cost.flops_efficiency = flops_efficiency
-    cost = RooflineCost(cfg.cost, cfg.hardware, cfg.model)
+    cost = RooflineCost(RooflineCostConfig(flops_efficiency=flops_efficiency), cfg.hardware, cfg.model)
     loads, _ = run_loads([[True] * 4], 2, 4, 1, 1, [3000])
     verify = loads[4]
     assert verify.tokens == 4 and verify.kv_shared == 3 * 3001 + 3 and verify.exiting == 4
@@ -266,22 +264,43 @@ def test_roofline_reads_a_requests_kv_once_per_verify_step(flops_efficiency, sam
 
 def test_trace_without_correct_is_refused():
     frame = trace_frame([[1, 2]])
-    trace = load_trace_frame(frame, "<no-correct>", 2)
+    trace = trace_from_frame(frame, "<no-correct>", 2)
     with pytest.raises(TraceError, match="correct_1"):
         simulate(spec_config(1, 2, 4), trace=trace)
 
 
 def test_trace_loops_must_match_model():
-    with pytest.raises(TraceError, match="num_loops=3"):
+    with pytest.raises(ConfigError, match="num_loops=3"):
         simulate(spec_config(1, 2, 4), trace=spec_trace([[True]], 3))
 
 
-@pytest.mark.parametrize("key,value,match", [("draft_len", 0, "draft_len"), ("draft_loops", 2, "draft_loops"),
-                                              ("draft_loops", 0, "draft_loops")])
-def test_bad_draft_config_is_refused(key, value, match):
+@pytest.mark.parametrize("key,value", [("draft_len", 0), ("draft_loops", 0)])
+def test_bad_draft_config_is_refused(key, value):
     cfg = analytic_config("speculative", 1, 2, exit_policy="none")
     setattr(cfg.scheduler, key, value)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=f"scheduler.{key}={value} must be >= 1"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_draft_as_deep_as_the_model_is_refused(d):
+    """d < N is checked once the model is known: the draft must run fewer loops than it."""
+    cfg = analytic_config("speculative", 1, 2, exit_policy="none")
+    cfg.scheduler.draft_loops = d
+    validate(cfg)  # the scheduler's own keys are fine on their own
+    with pytest.raises(ConfigError, match=f"scheduler.draft_loops={d} must be in 1..model.loops-1"):
+        simulate(cfg, trace=spec_trace([[True]], 2))
+
+
+def test_registered_with_its_typed_config():
+    from sim.registry import scheduler_registry
+
+    entry = scheduler_registry.get("speculative")
+    assert entry.impl is SpeculativeScheduler and entry.config is SpeculativeConfig
+    assert analytic_config("speculative", 1, 2).scheduler == SpeculativeConfig(batch_size=1)
+    with pytest.raises(ConfigError, match="scheduler.draft_len is not a key of scheduler=depthwise"):
+        cfg = analytic_config("depthwise", 1, 2)
+        cfg.scheduler.draft_len = 4
         validate(cfg)
 
 
