@@ -19,8 +19,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
-def gather_and_plot(sweep_dir: Path) -> str:
-    """Write sweep.parquet and the plots into the sweep dir; return the console report."""
+# Exit code of a sweep (or `python -m analysis.sweep`) in which some point did not finish,
+# after the report is printed: scripts and CI see the failure, not only a human reading it.
+FAILED_POINTS_EXIT = 1
+
+
+def gather_and_plot(sweep_dir: Path) -> tuple[str, int]:
+    """Write sweep.parquet and the plots into the sweep dir; return the console report
+    and the number of points that did not finish."""
     # Imported here, not at the top: Hydra instantiates callbacks for single runs too,
     # and those must not pay for importing matplotlib.
     from analysis.gather import failure_report, gather, write_sweep
@@ -32,12 +38,15 @@ def gather_and_plot(sweep_dir: Path) -> str:
     lines = [f"sweep gathered: {table} ({len(frame)} points)"]
     lines += [f"  plot: {p}" for p in plots]
     lines.append(failure_report(frame))
-    return "\n".join(lines)
+    return "\n".join(lines), int((frame["status"] != "ok").sum())
 
 
 class GatherSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        print(gather_and_plot(Path(config.hydra.sweep.dir)), flush=True)
+        report, failed = gather_and_plot(Path(config.hydra.sweep.dir))
+        print(report, flush=True)
+        if failed:
+            raise SystemExit(FAILED_POINTS_EXIT)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,9 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1:
         sys.exit("usage: python -m analysis.sweep SWEEP_DIR")
     try:
-        print(gather_and_plot(Path(args[0])))
+        report, failed = gather_and_plot(Path(args[0]))
     except FileNotFoundError as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(report)
+    if failed:
+        sys.exit(FAILED_POINTS_EXIT)
 
 
 if __name__ == "__main__":

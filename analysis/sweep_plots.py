@@ -60,14 +60,17 @@ def _groups(frame: pd.DataFrame, series: list[str]) -> Iterable[tuple[str, dict[
                 yield sched, combo, rows
 
 
-def _style(sched: str, combo: dict[str, Any], combos: list[dict[str, Any]]) -> dict[str, Any]:
+def _style(sched: str, combo: dict[str, Any], combos: list[dict[str, Any]], rank: int, n_sched: int) -> dict[str, Any]:
+    """Colour and marker say the scheduler, line style the other swept keys. Schedulers drawn
+    earlier get wider lines and larger hollow markers underneath, so where two schedulers give
+    the same numbers (continuous and depth-wise often do) both stay visible."""
     i = combos.index(combo) if combo in combos else 0
     label = scheduler_label(sched) + "".join(f", {v}" for v in combo.values())
-    style = dict(color=scheduler_color(sched), linestyle=LINESTYLES[i % len(LINESTYLES)],
-                 marker=MARKERS[i % len(MARKERS)], label=label, markersize=4)
-    if sched == "static":  # hollow and on top: where it equals continuous (same lengths) both stay visible
-        style.update(markerfacecolor="none", markersize=8, zorder=3)
-    return style
+    under = n_sched - 1 - rank  # 0 for the last drawn (on top)
+    return dict(color=scheduler_color(sched), linestyle=LINESTYLES[i % len(LINESTYLES)],
+                marker=MARKERS[rank % len(MARKERS)], label=label, linewidth=1.2 + 1.3 * under,
+                markersize=4 + 2.5 * under, markerfacecolor="none" if under else scheduler_color(sched),
+                zorder=2 + rank)
 
 
 def _batch_axis(ax: plt.Axes, values: pd.Series) -> None:
@@ -86,9 +89,11 @@ def lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, scale: float = 1.0,
     the order of `order` (default: x)."""
     series = series_keys(frame)
     combos = frame[series].drop_duplicates().to_dict("records") if series else [{}]
-    for sched, combo, rows in _groups(frame, series):
+    groups = list(_groups(frame, series))
+    scheds = list(dict.fromkeys(sched for sched, _, _ in groups))
+    for sched, combo, rows in groups:
         rows = rows.sort_values(order or x)
-        ax.plot(rows[x], rows[y] * scale, **_style(sched, combo, combos))
+        ax.plot(rows[x], rows[y] * scale, **_style(sched, combo, combos, scheds.index(sched), len(scheds)))
 
 
 def throughput_vs_batch(ax: plt.Axes, frame: pd.DataFrame) -> None:
@@ -147,10 +152,15 @@ def latency_vs_throughput(axes: list[plt.Axes], frame: pd.DataFrame) -> None:
         ax.set_xlabel("achieved throughput (generated tokens/s)")
         ax.xaxis.set_major_formatter(THOUSANDS)
         ax.set_ylabel(f"end-to-end latency {q} (s)")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(PLAIN)
-        ax.yaxis.set_minor_formatter(LOG_MINOR)
-        ax.set_title(f"{q} request latency as the arrival rate grows")
+        values = finished(frame)[f"e2e_{q}_s"]
+        if values.max() > 10 * values.min():  # a log axis only where latencies span decades
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(PLAIN)
+            ax.yaxis.set_minor_formatter(LOG_MINOR)
+        for row in finished(frame).itertuples():  # each point's arrival rate, requests/s
+            ax.annotate(f"{row.rate:g}", (row.throughput_tok_s, getattr(row, f"e2e_{q}_s")),
+                        textcoords="offset points", xytext=(3, -8), fontsize=6, color=scheduler_color(row.scheduler))
+        ax.set_title(f"{q} request latency as the arrival rate grows (labels: requests/s)")
 
 
 def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:

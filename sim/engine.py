@@ -46,7 +46,8 @@ class Engine:
 
     def run(self) -> float:
         """Simulate until every request has finished; return the makespan in seconds."""
-        with tqdm(total=self.state.wl.num_tokens, unit="tok", desc=self.scheduler.name,
+        # the bar's rate is wall-clock simulation speed, not the simulated throughput
+        with tqdm(total=self.state.wl.num_tokens, unit=" tok simulated", desc=f"simulating {self.scheduler.name}",
                   disable=None if self.progress else True, leave=False) as bar:
             self.env.process(self._serve(bar))
             self.env.run()

@@ -25,7 +25,7 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 def request_table(wl: Workload, st: SlotState) -> pd.DataFrame:
     return pd.DataFrame({
-        "request": np.arange(wl.num_requests),
+        "request_id": np.arange(wl.num_requests),
         "prompt_len": wl.prompt_len,
         "gen_len": wl.gen_len,
         "arrival_s": wl.arrival,

@@ -75,7 +75,10 @@ def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
         raise TraceError(f"{path}: no such file")
     if path.is_dir():
         raise TraceError(f"{path}: is a directory, not a trace file")
-    suffix = path.suffix.lower()
+    # The content decides, not the name: Parquet files start with the magic bytes PAR1.
+    with open(path, "rb") as f:
+        is_parquet = f.read(4) == b"PAR1"
+    suffix = ".parquet" if is_parquet else ".csv" if path.suffix.lower() in (".csv", ".txt", ".tsv", "") else path.suffix.lower()
     try:
         if suffix == ".csv":
             frame = pd.read_csv(path)
@@ -87,7 +90,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     except pd.errors.EmptyDataError:
         raise TraceError(f"{path}: empty file") from None
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        kind = "CSV" if suffix == ".csv" else "Parquet"
+        kind = "CSV" if suffix == ".csv" else "Parquet or CSV"
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TraceError(f"{path}: not a readable {kind} file ({detail})") from None
     meta = {k.decode(errors="replace"): v.decode(errors="replace")
@@ -101,14 +104,23 @@ def _fail(path: str, column: str, frame: pd.DataFrame, bad: np.ndarray, what: st
     if idx.size:
         row = idx[0]
         value = frame[column].iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value  # 3, not np.int64(3)
         more = f" ({idx.size} rows in all)" if idx.size > 1 else ""
         raise TraceError(f"{path}: column '{column}', row {row}: {value!r} {what}{more}")
+
+
+def _wrong_type(path: str, column: str, frame: pd.DataFrame, want: str) -> None:
+    """A column of the wrong type: name the first row whose value is not a number."""
+    series = frame[column]
+    numeric = pd.to_numeric(series, errors="coerce")
+    _fail(path, column, frame, (numeric.isna() & series.notna()).to_numpy(), f"is not {want}")
+    raise TraceError(f"{path}: column '{column}' must be {want}, found {series.dtype}")
 
 
 def _int_column(path: str, frame: pd.DataFrame, column: str) -> np.ndarray:
     series = frame[column]
     if not (pd.api.types.is_integer_dtype(series) or pd.api.types.is_float_dtype(series)):
-        raise TraceError(f"{path}: column '{column}' must be integer, found {series.dtype}")
+        _wrong_type(path, column, frame, "an integer")
     if pd.api.types.is_integer_dtype(series) and not series.hasnans:
         return series.to_numpy(dtype=np.int64)
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -153,7 +165,7 @@ def _per_loop(path: str, frame: pd.DataFrame, prefix: str, n: int) -> Optional[n
         series = frame[col]
         if prefix == "conf":
             if not (pd.api.types.is_float_dtype(series) or pd.api.types.is_integer_dtype(series)):
-                raise TraceError(f"{path}: column '{col}' must be a float, found {series.dtype}")
+                _wrong_type(path, col, frame, "a number in [0, 1]")
             v = series.to_numpy(dtype=np.float64, na_value=np.nan)
             _fail(path, col, frame, ~np.isfinite(v), "is not a finite number")
             _fail(path, col, frame, (v < 0) | (v > 1), "is outside [0, 1]")

@@ -35,7 +35,7 @@ def sweep(tmp_path_factory):
 
 def test_sweep_writes_one_row_per_point(sweep):
     proc, out = sweep
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr  # 2 points failed
     frame = pd.read_parquet(out / "sweep.parquet")
     assert len(frame) == 6
     assert set(frame.attrs["swept"]) == {"scheduler", "scheduler.batch_size"}
@@ -62,6 +62,7 @@ def test_failed_points_are_rows_and_listed_on_the_console(sweep):
     assert bad["error"].str.contains("batch_size").all()
     tail = proc.stdout[proc.stdout.index("sweep gathered"):]
     assert "4/6 points finished; 2 FAILED" in tail
+    assert proc.returncode == 1  # after the report: scripts see the failure
     listed = [line for line in tail.splitlines() if ": error: " in line]
     assert len(listed) == 2 and all("scheduler.batch_size=0," in line for line in listed)
 
@@ -73,7 +74,7 @@ def test_regather_by_hand_reports_a_killed_point(sweep):
     metrics.rename(metrics.with_suffix(".bak"))  # as if the job was killed before writing it
     try:
         proc = run("-m", "analysis.sweep", str(out))
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 1, proc.stderr
         assert "3/6 points finished; 3 FAILED" in proc.stdout
         missing = [line for line in proc.stdout.splitlines() if ": missing: " in line]
         assert len(missing) == 1 and "scheduler.batch_size=4,scheduler=depthwise" in missing[0]
@@ -85,4 +86,4 @@ def test_regather_by_hand_reports_a_killed_point(sweep):
 
 def test_not_a_sweep_dir_is_one_line_error(tmp_path):
     proc = run("-m", "analysis.sweep", str(tmp_path))
-    assert proc.returncode == 1 and "multirun.yaml" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "multirun.yaml" in proc.stderr and "Traceback" not in proc.stderr

@@ -66,7 +66,20 @@ def test_misnamed_column(tmp_path):
 def test_wrong_type(tmp_path):
     frame = good_frame()
     frame["exit_loop"] = frame.exit_loop.astype(str)
-    expect_error(save(frame, tmp_path), "exit_loop", "integer")
+    frame.loc[3, "exit_loop"] = "two"
+    expect_error(save(frame, tmp_path), "exit_loop", "integer", "row 3", "'two'")
+
+
+def test_values_print_as_plain_numbers(tmp_path):
+    frame = good_frame()
+    frame.loc[1, "exit_loop"] = 7
+    expect_error(save(frame, tmp_path), "row 1: 7 is outside 1..3")
+
+
+def test_csv_with_another_suffix_is_read_as_csv(tmp_path):
+    path = save(good_frame(), tmp_path, name="t.csv")
+    txt = path.rename(tmp_path / "t.txt")
+    assert load_trace(txt, num_loops=3).num_tokens == 6
 
 
 def test_nan(tmp_path):
