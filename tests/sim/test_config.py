@@ -106,7 +106,7 @@ def test_misspelled_key_is_refused():
         load_config(composed("scheduler.batchsize=4"))
 
 
-@pytest.mark.parametrize("scheduler", ["static", "continuous", "sync_exit", "depthwise"])
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "sync_exit", "depthwise", "speculative"])
 def test_trace_loops_must_match_model_loops_under_every_scheduler(scheduler):
     cfg = load_config(composed("model=smollm2_135m_r3_mc", f"scheduler={scheduler}"))  # the default trace has 2
     with pytest.raises(ConfigError, match="num_loops=2 but model.loops=3"):
