@@ -120,4 +120,8 @@ class RooflineCost:
 
 
 def make_cost_model(cfg: CostConfig, hw: HardwareConfig, model: ModelConfig) -> CostModel:
+    if cfg.kind == "layer_step":
+        from sim.cost_layers import LayerStepCost
+
+        return LayerStepCost(cfg, model)
     return ConstantCost(cfg) if cfg.kind == "constant" else RooflineCost(cfg, hw, model)
