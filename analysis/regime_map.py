@@ -241,7 +241,8 @@ def draw(setting: Setting, sp: pd.DataFrame, marks: dict[str, float]) -> plt.Fig
                 ax.axvline(x, color="grey", linestyle=":", linewidth=1)
                 if row == 0:
                     ax.annotate(name, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                                textcoords="offset points", va="top", fontsize=7, color="dimgrey", rotation=90)
+                                textcoords="offset points", va="top", fontsize=7, color="dimgrey", rotation=90,
+                                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
             ax.axhline(1.0, color="black", linewidth=0.7)
             ax.set_xlim(0.97, 2.03)
             ax.yaxis.set_major_formatter(PLAIN)
