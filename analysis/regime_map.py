@@ -32,6 +32,7 @@ from analysis.style import MARKERS, PLAIN, save
 from analysis.traces import trace_paths
 from sim.config import RunConfig, validate
 from sim.cost import CostModel, StepLoad, make_cost_model
+from sim.errors import UserError
 from sim.simulation import simulate
 from sim.step import StepBatch
 from sim.trace import load_trace
@@ -101,7 +102,18 @@ class PricedSteps:
 
 
 def regime_configs(base: list[str]) -> list[tuple[str, list[str], RunConfig]]:
-    return [(label, over, compose_run([*base, *over])) for label, over in REGIMES]
+    """Each regime's config on top of `base`; a regime that cannot price this setting (a
+    profiled cost without a profile of this model, say) is left out with one line."""
+    out = []
+    for label, over in REGIMES:
+        cfg = compose_run([*base, *over])
+        try:
+            make_cost_model(cfg.cost, cfg.hardware, cfg.model)
+        except UserError as exc:
+            print(f"regime map: '{label}' left out for {' '.join(base)}: {exc}")
+            continue
+        out.append((label, over, cfg))
+    return out
 
 
 def price(cfg: RunConfig, regimes: list[tuple[str, list[str], RunConfig]]) -> dict[str, Any]:
