@@ -27,11 +27,12 @@ from analysis import sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
 from analysis.paper_table import MEMORY_MAX, reproduce, write_table
 from analysis.regime_map import regime_maps
-from analysis.style import KV_COLORS, KV_POLICIES, PLAIN, THOUSANDS, save, scheduler_label
+from analysis.style import PLAIN, THOUSANDS, kv_color, kv_names, save, scheduler_label, scheduler_names
 from analysis.trace_plots import exit_histogram, learning_curve, thresholds, tradeoff
 from analysis.traces import RECORDED, REPO, load_trace_frame, threshold_tradeoff, trace_paths
 from sim.simulation import simulate
 from sim.trace import load_trace
+from sim.trace_io import git_commit
 
 OUT = REPO / "figures"
 CURVES = RECORDED / "curves"  # uptraining curves of the bundled models and the probes beside them
@@ -44,7 +45,6 @@ SMOL = ["trace=default", "hardware=a100_40g", SEED]
 SMOL_MODEL = "smollm2_135m_r2_mc"  # the layout of the default trace (conf/config.yaml)
 PAPER_SWEEP_REQUESTS = 256  # the paper ran 2048; 256 keeps the batch sweep within budget
 PAPER_TABLE_REQUESTS = 2048  # the paper's count: the table compares against it
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
 
 
 @dataclass
@@ -98,7 +98,7 @@ def batch_sweep(out: Path, name: str, base: list[str], recursive: str, vanilla: 
     """Four schedulers on the recursive model, static and continuous on the vanilla one;
     speedups over the vanilla model's `baselines` schedulers at the same batch limit."""
     points = [[*base, f"model={recursive}", f"scheduler={s}", f"scheduler.batch_size={b}"]
-              for s in SCHEDULERS for b in batches]
+              for s in scheduler_names() for b in batches]
     points += [[*base, f"model={vanilla}", f"scheduler={s}", f"scheduler.batch_size={b}"]
                for s in ("static", "continuous") for b in batches]
     frame = run_grid(points, desc=name)
@@ -171,16 +171,16 @@ def kv_figure(out: Path) -> list[Output]:
                  [*PAPER, f"trace.synthetic.num_requests={PAPER_TABLE_REQUESTS}", "model=gemma2b_r2",
                   f"scheduler.batch_size={MEMORY_MAX}"]),
                 (f"{SMOL_MODEL}, default trace, batch 64", [*SMOL, "scheduler.batch_size=64"])]
-    points = [[*base, "scheduler=depthwise", f"exit.kv_policy={kv}"] for _, base in settings for kv in KV_POLICIES]
+    points = [[*base, "scheduler=depthwise", f"exit.kv_policy={kv}"] for _, base in settings for kv in kv_names()]
     frame = run_grid(points, desc="kv policies")
     fig, axes = plt.subplots(len(settings), 3, figsize=(12, 3.6 * len(settings)), layout="constrained")
     panels = [("throughput_tok_s", 1, "throughput (generated tokens/s)", "{:,.0f}"),
               ("peak_kv_bytes", 1e-9, "peak KV cache (GB)", "{:.3g}"),
               ("effective_batch", 1, "effective batch (requests resident)", "{:,.0f}")]
     for r, (label, _) in enumerate(settings):
-        rows = frame.iloc[r * len(KV_POLICIES):(r + 1) * len(KV_POLICIES)]
+        rows = frame.iloc[r * len(kv_names()):(r + 1) * len(kv_names())]
         for ax, (col, scale, ylabel, fmt) in zip(axes[r], panels):
-            bars = ax.bar(rows["exit.kv_policy"], rows[col] * scale, color=[KV_COLORS[k] for k in rows["exit.kv_policy"]])
+            bars = ax.bar(rows["exit.kv_policy"], rows[col] * scale, color=[kv_color(k) for k in rows["exit.kv_policy"]])
             ax.bar_label(bars, fmt=fmt, fontsize=7)
             ax.yaxis.set_major_formatter(THOUSANDS if fmt.startswith("{:,") else PLAIN)
             ax.set_ylim(0, (rows[col] * scale).max() * 1.15)
@@ -207,7 +207,7 @@ def kv_figure(out: Path) -> list[Output]:
 def latency_figure(out: Path) -> list[Output]:
     rates = [100, 200, 400, 600, 800, 1000, 1200]
     points = [[*SMOL, "workload=poisson", f"workload.rate={r}", "workload.num_requests=1000",
-               f"scheduler={s}", "scheduler.batch_size=64"] for s in SCHEDULERS for r in rates]
+               f"scheduler={s}", "scheduler.batch_size=64"] for s in scheduler_names() for r in rates]
     frame = run_grid(points, desc="poisson")
     ok = sweep_plots.finished(frame)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
@@ -228,11 +228,11 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def provenance() -> list[str]:
+def readme_provenance() -> list[str]:
     """Taken when the run starts: the code that made the figures, not whatever a
     concurrent commit made HEAD by the time they were written."""
     dirty = _git("status", "--porcelain", "--", "sim", "analysis", "conf")
-    commit = _git("rev-parse", "HEAD") + (" (with uncommitted changes in sim/ analysis/ conf/)" if dirty else "")
+    commit = git_commit() + (" (with uncommitted changes in sim/ analysis/ conf/)" if dirty else "")
     return [f"- commit: `{commit}`",
             f"- command: `{' '.join(['python -m analysis.figures', *sys.argv[1:]])}`",
             f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"]
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="regenerate only these (no README)")
     args = parser.parse_args(argv)
-    start, made = time.perf_counter(), provenance()
+    start, made = time.perf_counter(), readme_provenance()
     args.out.mkdir(parents=True, exist_ok=True)
     outputs: list[Output] = []
     names = args.only or list(FIGURES)

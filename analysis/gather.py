@@ -16,6 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from analysis.overrides import expand, parse_point
+from sim.trace_io import write_atomic
 
 SWEEP_FILE = "sweep.parquet"
 OK, ERROR, MISSING = "ok", "error", "missing"
@@ -79,7 +80,7 @@ def gather(sweep_dir: str | Path) -> pd.DataFrame:
 
 def write_sweep(frame: pd.DataFrame, sweep_dir: str | Path) -> Path:
     path = Path(sweep_dir) / SWEEP_FILE
-    frame.to_parquet(path, index=False)
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
     return path
 
 

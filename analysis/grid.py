@@ -11,27 +11,22 @@ The table has the layout of `analysis.gather`, so the same plotting code serves 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra import compose, initialize_config_dir
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from analysis.overrides import parse_point
-from sim.config import RunConfig, load_config
+from sim.api import compose
+from sim.config import RunConfig
 from sim.errors import UserError
 from sim.simulation import load_run_trace, simulate
 from sim.trace import Trace
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
 def compose_run(overrides: list[str]) -> RunConfig:
-    """The typed config `python -m sim.run <overrides>` would run."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return load_config(compose("config", overrides=["progress=false", *overrides]))
+    """The typed config `python -m sim.run <overrides>` would run, without a progress bar."""
+    return compose(["progress=false", *overrides])
 
 
 _TRACES: dict[str, Trace] = {}  # per worker process; a few traces, each reused by many points

@@ -22,8 +22,9 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
-from analysis.grid import CONF_DIR, compose_run, run_grid
+from analysis.grid import compose_run, run_grid
 from analysis.paper import ROWS
+from sim.config import CONF_DIR
 from sim.memory import KVMemory
 from sim.model_size import weight_bytes
 

@@ -48,7 +48,7 @@ def reproduce() -> pd.DataFrame:
             "rrtsim_memory_max": memory.max_resident(PROMPT, GEN_MAX),
             "mean_exit_loop": runs.loc[i, "mean_exit_loop"],
             # layer-equivalents of a step running both loops' adapters, over the plain block's
-            "lora_step_factor": 1 + 2 * LayerStepCost(cfg.cost, cfg.model).lora_share if cfg.model.loops > 1 else None,
+            "lora_step_factor": 1 + 2 * LayerStepCost(cfg.cost, cfg.hardware, cfg.model).lora_share if cfg.model.loops > 1 else None,
         })
     table = pd.DataFrame(rows)
     table.insert(COLUMNS.index("rrtsim_x"), "rrtsim_x", table["rrtsim_tok_s"] / table["rrtsim_tok_s"].iloc[0])

@@ -27,10 +27,10 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from analysis.grid import CONF_DIR, _trace, compose_run
+from analysis.grid import _trace, compose_run
 from analysis.style import MARKERS, PLAIN, save
 from analysis.traces import trace_paths
-from sim.config import RunConfig, validate
+from sim.config import CONF_DIR, RunConfig, validate
 from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
 from sim.simulation import simulate
@@ -38,7 +38,7 @@ from sim.step import StepBatch
 from sim.trace import load_trace
 
 # One line per cost regime: (label, overrides on top of a setting). Add a regime here
-# and every map draws it; `cost=profiled` joins by itself once conf/cost/profiled.yaml exists.
+# and every map draws it (a setting may add keys of a regime's cost model: Setting.cost_keys); `cost=profiled` joins by itself once conf/cost/profiled.yaml exists.
 REGIMES: list[tuple[str, list[str]]] = [
     ("fixed cost per step", ["cost=constant"]),
     ("cost per layer-step", ["cost=layer_step"]),
@@ -63,6 +63,13 @@ class Setting:
     batches: tuple[int, ...]
     requests_per_slot: int  # requests = requests_per_slot x batch: the batch refills several times
     min_requests: int
+    # Overrides added to a regime whose overrides include the key: the setting's own values
+    # of that cost model's keys (each cost model takes only its own keys, so a setting
+    # cannot put them in `base` for every regime).
+    cost_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def regime_overrides(self, over: list[str]) -> list[str]:
+        return [*over, *(k for when, keys in self.cost_keys if when in over for k in keys)]
 
 
 def smollm2_lengths() -> list[str]:
@@ -75,11 +82,30 @@ def smollm2_lengths() -> list[str]:
             f"trace.synthetic.gen_len_min={max(1, round(2 * float(t.gen_len.mean())) - cap)}"]
 
 
+PAPER = "+paper=gemma_a100"
+SYNTHETIC_KEYS = ("prompt_len", "length_dist", "gen_len", "gen_len_min", "correlation")
+
+
+def paper_setting() -> tuple[list[str], list[str]]:
+    """The paper setting's trace as plain overrides of `trace=paper_like`, and its cost per
+    layer-step: `+paper=gemma_a100` itself selects cost=layer_step with its fitted
+    `cost.layer_s`, a key the other regimes' cost models refuse."""
+    paper = compose_run([PAPER])
+    syn = paper.trace.synthetic
+    trace = ["trace=paper_like", *(f"trace.synthetic.{k}={getattr(syn, k)}" for k in SYNTHETIC_KEYS)]
+    got = compose_run(trace).trace.synthetic
+    for key in (*SYNTHETIC_KEYS, "exit_probs"):  # the same requests as the paper setting's
+        if getattr(got, key) != getattr(syn, key):
+            raise RuntimeError(f"regime map: trace.synthetic.{key} differs from {PAPER}'s")
+    return trace, [f"cost.layer_s={paper.cost.layer_s:.6g}"]
+
+
 def settings() -> list[Setting]:
+    paper_trace, paper_cost = paper_setting()
     return [
         Setting("gemma", "Gemma 2B recursive (2 loops x 9 layers), paper setting: prompt 512, up to 2048 generated",
-                ["+paper=gemma_a100", "model=gemma2b_r2", "memory.limit=false", "seed=0"], None,
-                (8, 32, 128), 4, 32),
+                [*paper_trace, "model=gemma2b_r2", "memory.limit=false", "seed=0"], None,
+                (8, 32, 128), 4, 32, cost_keys=(("cost=layer_step", tuple(paper_cost)),)),
         Setting("smollm2", "SmolLM2-135M relaxed recursive (1 + 2 x 14 + 1 layers), lengths of the default trace",
                 ["trace=paper_like", "model=smollm2_135m_r2_mc", *smollm2_lengths(), "memory.limit=false", "seed=0"],
                 ["model=smollm2_135m_r2_mc", "memory.limit=false", "seed=0"], (8, 32, 128), 8, 64),
@@ -101,11 +127,12 @@ class PricedSteps:
         return times[0]
 
 
-def regime_configs(base: list[str]) -> list[tuple[str, list[str], RunConfig]]:
+def regime_configs(setting: Setting, base: list[str]) -> list[tuple[str, list[str], RunConfig]]:
     """Each regime's config on top of `base`; a regime that cannot price this setting (a
     profiled cost without a profile of this model, say) is left out with one line."""
     out = []
     for label, over in REGIMES:
+        over = setting.regime_overrides(over)
         cfg = compose_run([*base, *over])
         try:
             make_cost_model(cfg.cost, cfg.hardware, cfg.model)
@@ -152,13 +179,13 @@ def two_loop_traces() -> list[Path]:
 def simulate_map(setting: Setting, n_jobs: int | None = None) -> pd.DataFrame:
     """One row per (point, regime): throughput, with the point's overrides."""
     tasks = []  # (overrides, cfg, regimes, meta)
-    regimes = regime_configs(setting.base)
+    regimes = regime_configs(setting, setting.base)
     base_cfg = compose_run(setting.base)
     real = []
     if setting.real_base is not None:
         for path in two_loop_traces():
             rbase = [*setting.real_base, f"trace.path={path.relative_to(CONF_DIR.parent)}"]
-            real.append((path.stem, rbase, compose_run(rbase), regime_configs(rbase)))
+            real.append((path.stem, rbase, compose_run(rbase), regime_configs(setting, rbase)))
     for b in setting.batches:
         n = max(setting.requests_per_slot * b, setting.min_requests)
         for s in SCHEDULERS:
@@ -287,7 +314,7 @@ def regime_maps(out: Path) -> list:
     data.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(data, index=False, float_format="%.6g")
     sp.to_csv(out / "data" / "regime_map_speedups.csv", index=False, float_format="%.6g")
-    paper_exit = compose_run(["+paper=gemma_a100"]).trace.synthetic.mean_exit
+    paper_exit = compose_run([PAPER]).trace.synthetic.mean_exit
     real_exits = {p.stem: float(load_trace(p).exit_loop.mean()) for p in two_loop_traces()}
     skipped = [f"{p.stem} ({load_trace(p).num_loops} loops, mean exit {load_trace(p).exit_loop.mean():.2f})"
                for p in trace_paths() if load_trace(p).num_loops != 2]

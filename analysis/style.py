@@ -1,6 +1,8 @@
 """One visual vocabulary for every figure: a reader who learns that depth-wise is
 green in one plot must find it green in the next, so colours, labels and the save
-format are defined here once and nowhere else."""
+format are defined here once and nowhere else. Schedulers' and KV policies' colours,
+labels and order are those they registered with (sim/registry.py); a variant that
+registered none gets a colour of the fallback cycle, stable by its place in the registry."""
 
 from __future__ import annotations
 
@@ -12,22 +14,12 @@ matplotlib.use("Agg")  # figures are files; never open a window (CI, workers, no
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
-SCHEDULER_COLORS = {  # Okabe-Ito: distinguishable with colour-blindness and in greyscale print
-    "static": "#E69F00",
-    "continuous": "#0072B2",
-    "sync_exit": "#CC79A7",
-    "depthwise": "#009E73",
-}
-SCHEDULER_LABELS = {
-    "static": "static",
-    "continuous": "continuous (sequence-wise)",
-    "sync_exit": "synchronized exit",
-    "depthwise": "continuous depth-wise",
-}
+from sim.registry import Registry, kv_registry, scheduler_registry  # noqa: E402
+
+# Okabe-Ito (the registered colours are from it too): distinguishable with colour-blindness
+# and in greyscale print; for variants that registered no colour.
+FALLBACK_COLORS = ["#56B4E9", "#F0E442", "#D55E00", "#000000", "#999999", "#0072B2"]
 LOOP_COLORS = ["#56B4E9", "#0072B2", "#003f63", "#001f33"]  # light = shallow exit, dark = deep
-KV_POLICIES = ("ignore", "propagate", "recompute", "share")
-KV_COLORS = dict(zip(KV_POLICIES, ("#999999", "#D55E00", "#CC79A7", "#009E73")))
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
@@ -51,12 +43,35 @@ PLAIN = FuncFormatter(lambda v, _: f"{v:g}")  # log axes: 0.05, not 5 x 10^-2
 LOG_MINOR = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
 
 
+def _color(registry: Registry, name: str) -> str:
+    if name not in registry:
+        return "#444444"
+    entry = registry.get(name)
+    if entry.color:
+        return entry.color
+    unnamed = [e.name for e in registry.entries() if not e.color]
+    return FALLBACK_COLORS[unnamed.index(name) % len(FALLBACK_COLORS)]
+
+
+def scheduler_names() -> tuple[str, ...]:
+    """Every registered scheduler, baselines first: the order of legends and grids."""
+    return scheduler_registry.names()
+
+
 def scheduler_color(name: str) -> str:
-    return SCHEDULER_COLORS.get(name, "#444444")
+    return _color(scheduler_registry, name)
 
 
 def scheduler_label(name: str) -> str:
-    return SCHEDULER_LABELS.get(name, name)
+    return scheduler_registry.get(name).label if name in scheduler_registry else name
+
+
+def kv_names() -> tuple[str, ...]:
+    return kv_registry.names()
+
+
+def kv_color(name: str) -> str:
+    return _color(kv_registry, name)
 
 
 def save(fig: plt.Figure, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from analysis.style import (LINESTYLES, LOG_MINOR, MARKERS, PLAIN, SCHEDULERS, THOUSANDS, save, scheduler_color,
+from analysis.style import (LINESTYLES, LOG_MINOR, MARKERS, PLAIN, THOUSANDS, save, scheduler_color, scheduler_names,
                             scheduler_label)
 
 # Override keys already shown by an axis or by colour (and their metric names).
@@ -49,8 +49,8 @@ def context(frame: pd.DataFrame) -> str:
 def _groups(frame: pd.DataFrame, series: list[str]) -> Iterable[tuple[str, dict[str, Any], pd.DataFrame]]:
     """(scheduler, series values, rows) in the canonical scheduler order."""
     combos = frame[series].drop_duplicates().to_dict("records") if series else [{}]
-    order = [s for s in SCHEDULERS if s in set(frame["scheduler"])] + \
-        sorted(set(frame["scheduler"]) - set(SCHEDULERS))
+    known = scheduler_names()
+    order = [s for s in known if s in set(frame["scheduler"])] + sorted(set(frame["scheduler"]) - set(known))
     for sched in order:
         for combo in combos:
             rows = frame[frame["scheduler"] == sched]

@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sim.config import ExitConfig
-from sim.exit_policy import apply_exit_policy
+from sim.exit_policy import ConfidenceExitConfig, apply_exit_policy
 from sim.trace import DEFAULT_TRACE, Trace, load_trace
+from sim.trace_io import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "traces" / "data"
 
 
@@ -33,7 +33,7 @@ def trace_name(trace: Trace) -> str:
     return Path(trace.path).stem
 
 
-def to_frame(trace: Trace) -> pd.DataFrame:
+def token_table(trace: Trace) -> pd.DataFrame:
     """One row per generated token: request_id, position, prompt_len, gen_len, exit_loop,
     conf_k and correct_k per loop (when the trace has them). attrs: num_loops, path, metadata."""
     n, offsets = trace.num_tokens, trace.offsets
@@ -71,7 +71,7 @@ def load_trace_frame(path: str | Path | None = None, num_loops: int | None = Non
     """Load and validate a trace file (None: the bundled default) as a per-token table,
     sorted by request and position; columns beyond the trace schema are kept."""
     trace = load_trace(path, num_loops)
-    frame = to_frame(trace)
+    frame = token_table(trace)
     extra = _extra_columns(Path(trace.path), frame.columns)
     if extra is not None:
         attrs = frame.attrs
@@ -86,7 +86,7 @@ def threshold_tradeoff(trace: Trace, thresholds: np.ndarray) -> pd.DataFrame:
     simulator's own exit policy; the oracle (free by construction) as a reference row."""
     rows = []
     for t in thresholds:
-        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=float(t)),
+        exits, wrong = apply_exit_policy(trace, ConfidenceExitConfig(threshold=float(t)),
                                          trace.num_loops)
         rows.append({"policy": "confidence", "threshold": float(t), "mean_exit_loop": exits.mean(),
                      "accuracy_cost": wrong.mean()})

@@ -20,8 +20,6 @@ import time
 
 import pandas as pd
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
-
 
 def bare_simpy(n: int) -> dict:
     import simpy
@@ -65,7 +63,10 @@ def child(argv: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--schedulers", nargs="+", default=list(SCHEDULERS))
+    from sim.registry import scheduler_registry
+
+    names = list(scheduler_registry.names())
+    parser.add_argument("--schedulers", nargs="+", choices=names, default=names)
     parser.add_argument("--batches", nargs="+", type=int, default=[8, 64, 256])
     parser.add_argument("--tokens", nargs="+", type=float, default=[1e5, 1e6, 1e7])
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

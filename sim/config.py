@@ -3,23 +3,24 @@
 Hydra composes YAML from `conf/`; `load_config` then merges the result into these
 dataclasses (so a typo'd key or a string where a number belongs fails before any
 simulation starts) and runs the cross-field checks that YAML cannot express.
+The scheduler, exit and cost groups hold only the keys all their variants share;
+each variant's own keys live in its config class, beside its code, registered in
+`sim.registry` (the one list of names).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.errors import ConfigError
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
-EXIT_POLICIES = ("oracle", "confidence", "none")
-KV_POLICIES = ("ignore", "propagate", "recompute", "share")
-COST_MODELS = ("roofline", "constant", "layer_step")
 ARRIVALS = ("offline", "poisson")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass
@@ -59,39 +60,84 @@ class WorkloadConfig:
 
 @dataclass
 class ExitConfig:
+    """Keys every exit policy has; a policy with keys of its own extends this in its
+    module (`exit=confidence`: `sim.exit_policy.ConfidenceExitConfig`)."""
+
     policy: str = "oracle"
-    threshold: float = 0.9  # for policy=confidence
+    # What exited tokens do about the KV of the loops they skipped (sim/kv_policy.py).
+    # A key of the exit group, not a group: it only matters once tokens exit.
     kv_policy: str = "ignore"
     # True: every token evaluates the LM head after every loop (how a confidence exit
     # decides). False: only tokens that leave do, as if a free classifier decided.
     head_every_loop: bool = True
 
+    def check(self) -> None:
+        """Value checks of the variant's own keys (ConfigError); none here."""
+
 
 @dataclass
 class SchedulerConfig:
+    """Keys every scheduler has; one with keys of its own extends this in its module."""
+
     name: str = "depthwise"
     batch_size: int = 32
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"scheduler.batch_size={self.batch_size} must be >= 1")
 
 
 @dataclass
 class CostConfig:
+    """The key every cost model has; each model's own keys are in its config class
+    (`sim.cost.RooflineCostConfig`, `sim.cost.ConstantCostConfig`)."""
+
     kind: str = "roofline"
-    # constant: every loop step costs loop_step_s; prefill_s per admitted request;
-    # head_s per step that evaluates any exit head.
-    loop_step_s: float = 1e-3
-    prefill_s: float = 0.0
-    head_s: float = 0.0
-    # roofline: achieved fraction of peak bandwidth / FLOP/s, and a fixed per-step
-    # cost (kernel launches, scheduling) that no roofline sees.
-    bandwidth_efficiency: float = 0.7
-    flops_efficiency: float = 0.5
-    step_overhead_s: float = 20e-6
-    # layer_step: seconds per decoder layer run in a step (sim/cost_layers.py).
-    layer_s: float = 5e-3
+
+    def check(self) -> None:
+        """Value checks of the variant's own keys (ConfigError); none here."""
+
+
+class _ByName:
+    """Setting `name` on a built config to a bundled config's name (a YAML in
+    conf/<group>/) loads that config's values, so `cfg.model.name = "gemma2b_r2"`
+    simulates Gemma and never SmolLM2 labelled Gemma. Other names only relabel."""
+
+    _group: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_built", True)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key == "name" and getattr(self, "_built", False) and value != getattr(self, "name", None):
+            bundled = load_bundled(type(self), self._group, value)
+            if bundled is not None:
+                for f in fields(bundled):
+                    object.__setattr__(self, f.name, getattr(bundled, f.name))
+                return
+        object.__setattr__(self, key, value)
+
+
+def bundled_options(group: str) -> list[str]:
+    """Options of a config group shipped in conf/<group>/ (internal base_* schemas excluded)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("base_"))
+
+
+def load_bundled(cls: type, group: str, name: str) -> Any:
+    """The typed config of conf/<group>/<name>.yaml (a flat YAML over its base schema), or None."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    raw = OmegaConf.load(path)
+    raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw))
 
 
 @dataclass
-class HardwareConfig:
+class HardwareConfig(_ByName):
+    """A device; setting `name` to a bundled one (conf/hardware/) loads its values."""
+
+    _group: ClassVar[str] = "hardware"
     name: str = "a100_40g"
     memory_gb: float = 40.0  # 1e9 bytes
     bandwidth_gb_s: float = 1555.0
@@ -99,10 +145,13 @@ class HardwareConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_ByName):
     """A recursive model: `prelude_layers` unique layers, then one shared block of
     `layers_per_block` layers run `loops` times, then `coda_layers` unique layers.
-    A vanilla model is loops=1 with all its layers in the block."""
+    A vanilla model is loops=1 with all its layers in the block. Setting `name` to a
+    bundled model (conf/model/) loads that model's values: a name never mislabels."""
+
+    _group: ClassVar[str] = "model"
 
     # Defaults: the layout of the default trace (conf/model/smollm2_135m_r2_mc.yaml).
     name: str = "smollm2_135m_r2_mc"
@@ -123,6 +172,13 @@ class ModelConfig:
     dtype_bytes: int = 2
     tied_embeddings: bool = True
 
+    @property
+    def layout(self):
+        """The model's `sim.layout.Layout` (prelude, block x loops, coda, LoRA rank)."""
+        from sim.layout import Layout
+
+        return Layout.of(self)
+
 
 @dataclass
 class MemoryConfig:
@@ -141,12 +197,16 @@ class RunConfig:
     progress: bool = True
     trace: TraceConfig = field(default_factory=TraceConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    # The three seams hold their variant's config class once validated (`validate`).
     exit: ExitConfig = field(default_factory=ExitConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+
+SEAM_GROUPS = ("scheduler", "exit", "cost")  # groups whose options are registered variants
 
 
 def _one_of(value: str, valid: tuple[str, ...], key: str) -> None:
@@ -162,29 +222,19 @@ def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> 
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Cross-field checks; the first problem found is raised as a ConfigError."""
-    _one_of(cfg.scheduler.name, SCHEDULERS, "scheduler")
-    _one_of(cfg.exit.policy, EXIT_POLICIES, "exit")
-    _one_of(cfg.exit.kv_policy, KV_POLICIES, "exit.kv_policy")
-    _one_of(cfg.cost.kind, COST_MODELS, "cost")
+    """Cross-field checks; the first problem found is raised as a ConfigError. Each seam's
+    config becomes its variant's class (`Registry.typed`), in place."""
+    from sim.registry import SEAMS, kv_registry
+
+    for group in SEAM_GROUPS:
+        setattr(cfg, group, SEAMS[group].typed(getattr(cfg, group)))
+        getattr(cfg, group).check()
+    kv_registry.get(cfg.exit.kv_policy)
     _one_of(cfg.workload.arrival, ARRIVALS, "workload.arrival")
-    if cfg.scheduler.batch_size < 1:
-        raise ConfigError(f"scheduler.batch_size={cfg.scheduler.batch_size} must be >= 1")
     if cfg.workload.arrival == "poisson" and cfg.workload.rate is None:
         raise ConfigError("workload.arrival=poisson needs workload.rate (requests/s)")
     _positive(cfg.workload.rate, "workload.rate")
     _positive(cfg.workload.num_requests, "workload.num_requests")
-    if not 0.0 <= cfg.exit.threshold <= 1.0:
-        raise ConfigError(f"exit.threshold={cfg.exit.threshold} must be in [0, 1]")
-    c = cfg.cost
-    _positive(c.loop_step_s, "cost.loop_step_s")
-    _positive(c.prefill_s, "cost.prefill_s", allow_zero=True)
-    _positive(c.head_s, "cost.head_s", allow_zero=True)
-    _positive(c.step_overhead_s, "cost.step_overhead_s", allow_zero=True)
-    _positive(c.layer_s, "cost.layer_s")
-    for key in ("bandwidth_efficiency", "flops_efficiency"):
-        if not 0.0 < getattr(c, key) <= 1.0:
-            raise ConfigError(f"cost.{key}={getattr(c, key)} must be in (0, 1]")
     h = cfg.hardware
     for key in ("memory_gb", "bandwidth_gb_s", "peak_tflops"):
         _positive(getattr(h, key), f"hardware.{key}")
@@ -194,14 +244,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         _positive(getattr(m, key), f"model.{key}")
     for key in ("prelude_layers", "coda_layers", "lora_rank"):
         _positive(getattr(m, key), f"model.{key}", allow_zero=True)
-    if m.source_layers is not None:
-        looped = m.source_layers - m.prelude_layers - m.coda_layers
-        if looped <= 0 or looped % m.loops:
+    if m.source_layers is not None:  # the layout (sim/layout.py) must split the source model's layers
+        from sim.layout import Layout
+
+        try:
+            split = Layout.split(m.source_layers, m.loops, m.prelude_layers, m.coda_layers, m.lora_rank)
+        except ValueError:
             raise ConfigError(f"model.source_layers={m.source_layers} minus {m.prelude_layers} prelude and "
-                              f"{m.coda_layers} coda layers is not divisible by model.loops={m.loops}")
-        if looped // m.loops != m.layers_per_block:
-            raise ConfigError(f"model.layers_per_block={m.layers_per_block} but {looped} looped layers over "
-                              f"{m.loops} loops make {looped // m.loops} per block")
+                              f"{m.coda_layers} coda layers is not divisible by model.loops={m.loops}") from None
+        if split.layers_per_block != m.layers_per_block:
+            raise ConfigError(f"model.layers_per_block={m.layers_per_block} but {m.loops} loops over "
+                              f"{m.source_layers - m.prelude_layers - m.coda_layers} looped layers make "
+                              f"{split.layers_per_block} per block")
     if m.n_heads % m.n_kv_heads:
         raise ConfigError(f"model.n_heads={m.n_heads} is not a multiple of model.n_kv_heads={m.n_kv_heads}")
     if not 0.0 < cfg.memory.utilization <= 1.0:
@@ -225,30 +279,45 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def _omegaconf_error(exc: OmegaConfBaseException) -> ConfigError:
+    key = getattr(exc, "full_key", None)
+    msg = str(exc).splitlines()[0]
+    return ConfigError(f"{key}: {msg}" if key else msg)
+
+
 def load_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
-    """Merge a composed Hydra config into the typed schema and validate it."""
+    """Merge a composed Hydra config into the typed schema and validate it. Each seam
+    group is merged into its own variant's config class, chosen by its name key."""
+    from sim.registry import SEAMS
+
     raw = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    raw = OmegaConf.masked_copy(raw, [k for k in raw.keys() if k != "hydra"]) if "hydra" in raw else raw
+    rest = OmegaConf.masked_copy(raw, [k for k in raw.keys() if k != "hydra" and k not in SEAM_GROUPS])
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), raw)
-        typed: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
+        typed: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), rest))
+        for group in SEAM_GROUPS:
+            if group not in raw:
+                continue
+            registry = SEAMS[group]
+            node = raw[group]
+            name = OmegaConf.select(node, registry.key, throw_on_missing=False)
+            if name is None or OmegaConf.is_missing(node, registry.key):
+                raise ConfigError(f"{group}: no {group} chosen; valid: {', '.join(registry.names())}")
+            cls = registry.get(name).config
+            setattr(typed, group, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node)))
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        msg = str(exc).splitlines()[0]
-        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+        raise _omegaconf_error(exc) from None
     return validate(typed)
 
 
-GROUP_SCHEMAS = {"scheduler": SchedulerConfig, "exit": ExitConfig, "cost": CostConfig,
-                 "hardware": HardwareConfig, "model": ModelConfig, "trace": TraceConfig,
+GROUP_SCHEMAS = {"hardware": HardwareConfig, "model": ModelConfig, "trace": TraceConfig,
                  "workload": WorkloadConfig}
 
 
 def register_configs() -> None:
-    """Store each group's dataclass as `base_<group>` in Hydra's ConfigStore. Every YAML of
-    a group extends it (`defaults: [base_<group>]`), so each option has every key, typed:
-    `exit=oracle exit.threshold=0.8` is accepted and `scheduler.batch_size=many` refused
-    at composition."""
+    """Store the schema of each group without variants as `base_<group>` in Hydra's
+    ConfigStore; every YAML of the group extends it (`defaults: [base_<group>]`), so a
+    value of the wrong type (`model.loops=many`) is refused at composition. The seams'
+    schemas (`base_<variant>`) are stored by their registries (sim/registry.py)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()

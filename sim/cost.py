@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from sim.config import CostConfig, HardwareConfig, ModelConfig
+from sim.errors import ConfigError
 from sim.model_size import kv_bytes_per_token_layer, layer_params, lora_params_per_loop
+from sim.registry import cost_registry
 
 
 @dataclass(slots=True)
@@ -37,11 +39,52 @@ class StepLoad:
 
 
 class CostModel(Protocol):
+    """A registered cost model is built as `cls(cfg, hardware, model)`."""
+
     def step_time(self, load: StepLoad) -> float: ...
 
 
+def _at_least(value: float, key: str, minimum_excluded: bool) -> None:
+    if value < 0 or (value == 0 and minimum_excluded):
+        raise ConfigError(f"cost.{key}={value} must be {'> 0' if minimum_excluded else '>= 0'}")
+
+
+@dataclass
+class ConstantCostConfig(CostConfig):
+    """cost=constant: every loop step costs loop_step_s; prefill_s per admitted request;
+    head_s per step that evaluates any exit head."""
+
+    kind: str = "constant"
+    loop_step_s: float = 1e-3
+    prefill_s: float = 0.0
+    head_s: float = 0.0
+
+    def check(self) -> None:
+        _at_least(self.loop_step_s, "loop_step_s", True)
+        _at_least(self.prefill_s, "prefill_s", False)
+        _at_least(self.head_s, "head_s", False)
+
+
+@dataclass
+class RooflineCostConfig(CostConfig):
+    """cost=roofline: achieved fraction of peak bandwidth / FLOP/s, and a fixed per-step
+    cost (kernel launches, scheduling) that no roofline sees."""
+
+    kind: str = "roofline"
+    bandwidth_efficiency: float = 0.7
+    flops_efficiency: float = 0.5
+    step_overhead_s: float = 20e-6
+
+    def check(self) -> None:
+        _at_least(self.step_overhead_s, "step_overhead_s", False)
+        for key in ("bandwidth_efficiency", "flops_efficiency"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"cost.{key}={getattr(self, key)} must be in (0, 1]")
+
+
+@cost_registry.register("constant", config=ConstantCostConfig, order=1)
 class ConstantCost:
-    def __init__(self, cfg: CostConfig):
+    def __init__(self, cfg: ConstantCostConfig, hw: HardwareConfig | None = None, m: ModelConfig | None = None):
         self.cfg = cfg
 
     def step_time(self, load: StepLoad) -> float:
@@ -49,8 +92,9 @@ class ConstantCost:
         return c.loop_step_s + (c.head_s if load.heads else 0.0) + c.prefill_s * len(load.prefill)
 
 
+@cost_registry.register("roofline", config=RooflineCostConfig, order=0)
 class RooflineCost:
-    def __init__(self, cfg: CostConfig, hw: HardwareConfig, m: ModelConfig):
+    def __init__(self, cfg: RooflineCostConfig, hw: HardwareConfig, m: ModelConfig):
         self.bw = hw.bandwidth_gb_s * 1e9 * cfg.bandwidth_efficiency
         self.peak = hw.peak_tflops * 1e12 * cfg.flops_efficiency
         self.overhead = cfg.step_overhead_s
@@ -107,7 +151,7 @@ class RooflineCost:
         nbytes = self.all_bytes + self.head_bytes + total * self.kv_layer * self.all_layers
         flops = 2.0 * self.all_params * total + 4.0 * self.all_layers * self.attn_width * pairs
         flops += 2.0 * self.head_params * len(prompts)
-        t = max(nbytes / self.bw, flops / self.peak) + self.overhead
+        t = max(nbytes / self.bw, flops / self.peak)  # the step's overhead is charged once, by step_time
         if len(self._prefill_cache) < 100_000:
             self._prefill_cache[key] = t
         return t
@@ -120,8 +164,5 @@ class RooflineCost:
 
 
 def make_cost_model(cfg: CostConfig, hw: HardwareConfig, model: ModelConfig) -> CostModel:
-    if cfg.kind == "layer_step":
-        from sim.cost_layers import LayerStepCost
-
-        return LayerStepCost(cfg, model)
-    return ConstantCost(cfg) if cfg.kind == "constant" else RooflineCost(cfg, hw, model)
+    """The registered cost model of `cfg.kind` (an unknown kind is a ConfigError)."""
+    return cost_registry.get(cfg.kind, "cost").impl(cost_registry.typed(cfg), hw, model)

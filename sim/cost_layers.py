@@ -21,13 +21,34 @@ request and `cost.step_overhead_s` per step (each 0 by default: conf/cost/layer_
 
 from __future__ import annotations
 
-from sim.config import CostConfig, ModelConfig
-from sim.cost import StepLoad
+from dataclasses import dataclass
+
+from sim.config import CostConfig, HardwareConfig, ModelConfig
+from sim.cost import StepLoad, _at_least
 from sim.model_size import layer_params, lora_params_per_loop
+from sim.registry import cost_registry
 
 
+@dataclass
+class LayerStepCostConfig(CostConfig):
+    """cost=layer_step: `layer_s` per decoder layer run in a step; `head_s`, `prefill_s`
+    and `step_overhead_s` as the other cost models charge them (0 by default)."""
+
+    kind: str = "layer_step"
+    layer_s: float = 5e-3
+    head_s: float = 0.0
+    prefill_s: float = 0.0
+    step_overhead_s: float = 0.0
+
+    def check(self) -> None:
+        _at_least(self.layer_s, "layer_s", True)
+        for key in ("head_s", "prefill_s", "step_overhead_s"):
+            _at_least(getattr(self, key), key, False)
+
+
+@cost_registry.register("layer_step", config=LayerStepCostConfig, order=2)
 class LayerStepCost:
-    def __init__(self, cfg: CostConfig, m: ModelConfig):
+    def __init__(self, cfg: LayerStepCostConfig, hw: HardwareConfig | None, m: ModelConfig):
         self.layer_s = cfg.layer_s
         self.head_s = cfg.head_s
         self.prefill_s = cfg.prefill_s

@@ -15,7 +15,7 @@ from sim.model_size import kv_bytes_per_token, weight_bytes
 
 
 class KVMemory:
-    def __init__(self, model: ModelConfig, hardware: HardwareConfig, cfg: MemoryConfig, kv_policy: str):
+    def __init__(self, model: ModelConfig, hardware: HardwareConfig, cfg: MemoryConfig, kv_policy):
         self.limited = cfg.limit
         self.per_token = kv_bytes_per_token(model, kv_policy)
         self.overhead = int(round(cfg.request_overhead_mb * 1e6))  # whole bytes: reservations add up exactly

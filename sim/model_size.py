@@ -46,9 +46,11 @@ def kv_bytes_per_token_layer(m: ModelConfig) -> int:
     return 2 * m.n_kv_heads * m.head_dim * m.dtype_bytes
 
 
-def kv_bytes_per_token(m: ModelConfig, kv_policy: str) -> int:
-    """KV bytes one token holds: every loop keeps its own KV, except with recursive
-    KV sharing where all loops reuse loop 1's."""
-    kv_loops = 1 if kv_policy == "share" else m.loops
+def kv_bytes_per_token(m: ModelConfig, kv_policy) -> int:
+    """KV bytes one token holds: the unique layers' and, of the shared block, as many
+    loops' as the KV policy keeps (a name or a `sim.kv_policy.KVPolicy`)."""
+    from sim.kv_policy import kv_policy as as_kv_policy
+
+    kv_loops = as_kv_policy(kv_policy).kv_loops(m.loops)
     layers = m.prelude_layers + m.coda_layers + m.layers_per_block * kv_loops
     return layers * kv_bytes_per_token_layer(m)

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sim.config import load_config
-from sim.errors import UserError
+from sim.api import GROUPS, check_choices, follow_trace_model, group_options
+from sim.config import CONF_DIR, load_config
+from sim.errors import ConfigError, UserError
+from sim.registry import discover_all, kv_registry
 from sim.simulation import simulate
+from sim.trace_io import write_atomic
 
 SUMMARY_ROWS = [
     ("throughput", "throughput_tok_s", "{:,.0f} tok/s"),
@@ -41,10 +42,13 @@ SUMMARY_ROWS = [
 ]
 
 
-def format_summary(m: dict[str, Any]) -> str:
+def format_summary(m: dict[str, Any], model_from_trace: bool = False) -> str:
     head = (f"{m['scheduler']} | exit={m['exit_policy']} kv={m['kv_policy']} | batch {m['batch_size']} | "
             f"{m['model']} on {m['hardware']} ({m['cost']} cost)")
     lines = [head, "-" * len(head)]
+    if model_from_trace:
+        lines.append(f"  {'model':<20} {m['model']}, {m['loops']} loops: the model the trace's metadata names "
+                     "(model=NAME to choose another)")
     for label, key, fmt in SUMMARY_ROWS:
         if label == "requests / tokens":
             value = f"{m['num_requests']:,} / {m['num_tokens']:,}"
@@ -57,18 +61,6 @@ def format_summary(m: dict[str, Any]) -> str:
             value = fmt.format(m[key]) if m[key] is not None else "n/a"
         lines.append(f"  {label:<20} {value}")
     return "\n".join(lines)
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write via a temporary file in the same directory, then rename: all or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_outputs(out: Path, cfg: DictConfig, metrics: dict[str, Any], requests) -> None:
@@ -92,6 +84,19 @@ def sweep_id() -> str:
 OmegaConf.register_new_resolver("sweep_id", sweep_id, replace=True, use_cache=True)
 
 
+def options_help() -> str:
+    """The config groups and their options for `--help`, from the registries and conf/
+    (never the internal `base_*` schemas)."""
+    discover_all()
+    lines = [f"  {g}: {', '.join(group_options(g))}" for g in GROUPS]
+    lines.append(f"  (key) exit.kv_policy: {', '.join(kv_registry.names())}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("rrtsim_options", options_help, replace=True)
+discover_all()  # every variant's typed schema in Hydra's ConfigStore before Hydra composes
+
+
 def _discard_empty(out: Path) -> None:
     try:
         out.rmdir()  # Hydra created it before the run; leave nothing behind on failure
@@ -99,33 +104,76 @@ def _discard_empty(out: Path) -> None:
         pass
 
 
+def _fail(out: Path, sweeping: bool, message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    if not sweeping:
+        _discard_empty(out)
+        sys.exit(2)
+    # In a sweep one bad point must not kill the others: record it for the gathering step.
+    write_atomic(out / "error.txt", lambda p: Path(p).write_text(f"{message}\n"))
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    try:
+        from_trace = follow_trace_model(task, list(HydraConfig.get().overrides.task)) is not None
+    except UserError as exc:
+        return _fail(out, sweeping, str(exc))
     done = out / "metrics.json"
     if sweeping and done.exists() and (out / "config.yaml").read_text() == OmegaConf.to_yaml(task):
         print(f"{out.name}: already finished, skipped")
         return json.loads(done.read_text())["throughput_tok_s"]
     try:
-        typed = load_config(cfg)
+        typed = load_config(task)
         result = simulate(typed)
     except UserError as exc:
-        message = str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        if not sweeping:
-            _discard_empty(out)
-            sys.exit(2)
-        # In a sweep one bad point must not kill the others: record it for the gathering step.
-        write_atomic(out / "error.txt", lambda p: Path(p).write_text(f"{message}\n"))
-        return None
+        return _fail(out, sweeping, str(exc))
     (out / "error.txt").unlink(missing_ok=True)
     write_outputs(out, task, result.metrics, result.requests)
-    print(format_summary(result.metrics))
+    print(format_summary(result.metrics, from_trace))
     print(f"  {'outputs':<20} {out}")
     return result.metrics["throughput_tok_s"]
 
 
-if __name__ == "__main__":
+def check_composes(overrides: list[str]) -> None:
+    """Compose once with Hydra's compose API: a key the option does not have or a value of
+    the wrong type becomes one ConfigError line instead of Hydra's multi-line report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            compose("config", overrides=overrides)
+    except HydraException as exc:
+        first = str(exc).strip().splitlines()[0]
+        cause = str(exc.__cause__).strip().splitlines()[0] if exc.__cause__ else ""
+        first = first.rstrip(".")
+        raise ConfigError(f"{first}: {cause}" if cause and cause not in first else first) from None
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Check the config group options of the command line (one line and exit code 2 for
+    an unknown or internal one, with the valid ones), then run Hydra's main."""
+    args = sys.argv[1:] if argv is None else argv
+    overrides, skip = [], False
+    for a in args:  # Hydra's flags, and the values of those that take one, are not overrides
+        if not skip and not a.startswith("-"):
+            overrides.append(a)
+        skip = a in ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-c", "--cfg",
+                     "-p", "--package", "--info", "--experimental-rerun")
+    try:
+        check_choices(overrides)
+        if not any(a.startswith("-") for a in args):  # a single run: refuse a bad key or type in one line
+            check_composes(overrides)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -7,18 +7,19 @@ around it. Reading top to bottom follows a token from the trace to the numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from sim.config import RunConfig
+from sim.config import ExitConfig, RunConfig, validate
 from sim.cost import make_cost_model
 from sim.engine import Engine, Timeline
 from sim.exit_policy import apply_exit_policy
+from sim.layout import check_loops
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
-from sim.schedulers import SCHEDULERS
+from sim.registry import scheduler_registry
 from sim.slots import SlotState
 from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
@@ -46,11 +47,15 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
              log_emits: bool = False, clock: StepClock | None = None) -> SimulationResult:
     """Run one simulation. `trace` skips loading (sweeps reuse one trace);
     `timeline_steps` records the first steps slot by slot; `log_emits` every emission;
-    `clock` replaces the config's cost model (e.g. to price one schedule several ways)."""
+    `clock` replaces the config's cost model (e.g. to price one schedule several ways).
+    The config is validated first (its seams become their variants' config classes)."""
+    cfg = validate(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
-    sched_cls = SCHEDULERS[cfg.scheduler.name]
+    sched_cls = scheduler_registry.get(cfg.scheduler.name).impl
     m = cfg.model
-    exit_cfg = cfg.exit if sched_cls.honours_exits else replace(cfg.exit, policy="none")
+    check_loops(trace, m)
+    honoured = sched_cls.honours_exits and m.loops > 1
+    exit_cfg = cfg.exit if honoured else ExitConfig("none", cfg.exit.kv_policy, cfg.exit.head_every_loop)
     exits, wrong = apply_exit_policy(trace, exit_cfg, m.loops)
     wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
@@ -59,13 +64,13 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                       edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
     clock = clock or CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
-    engine = Engine(state, sched_cls(state), clock,
+    engine = Engine(state, sched_cls(state, cfg.scheduler), clock,
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {
         "scheduler": cfg.scheduler.name,
         "exit_policy": exit_cfg.policy,
-        "exit_threshold": cfg.exit.threshold if exit_cfg.policy == "confidence" else None,
+        "exit_threshold": getattr(exit_cfg, "threshold", None),
         "kv_policy": cfg.exit.kv_policy,
         "batch_size": cfg.scheduler.batch_size,
         "model": m.name,

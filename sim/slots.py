@@ -5,29 +5,39 @@ A slot holds one request at a time and, within it, the one token being decoded
 All per-slot state lives in numpy arrays so that one engine step costs a fixed
 handful of vector operations whatever the batch size, and no Python object
 exists per token. Schedulers only decide *which* slots compute in the next loop
-step and *when* tokens are emitted and requests admitted; the mechanics of doing
-so live here, once.
+step, *when* tokens are emitted and requests admitted, and in which order waiting
+requests are offered a slot (`order`, FIFO when None); the mechanics of doing so live
+here, once. What an exited token does about KV is its KV policy's (sim/kv_policy.py).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 
 from sim.cost import StepLoad
 from sim.errors import ConfigError, InvariantError
+from sim.kv_policy import KVPolicy, kv_policy as as_kv_policy
 from sim.memory import KVMemory
 from sim.step import StepBatch
 from sim.workload import Workload
 
+# Admission order: given the arrived, waiting requests (indices, arrival order), the
+# order in which they are offered free slots. None: FIFO, on a faster path.
+AdmissionOrder = Callable[[np.ndarray], np.ndarray]
+
 
 class SlotState:
-    def __init__(self, wl: Workload, batch_size: int, memory: KVMemory, kv_policy: str,
+    def __init__(self, wl: Workload, batch_size: int, memory: KVMemory, kv_policy: str | KVPolicy,
                  layers_per_block: int, checks_every_loop: bool, edge_layers: bool = False):
         self.wl = wl
         n = self.n_loops = wl.num_loops
         self.batch_size = batch_size
         self.memory = memory
-        self.kv_policy = kv_policy
+        self.kv = as_kv_policy(kv_policy)
+        self.order: AdmissionOrder | None = None  # set by a scheduler that reorders admission
+        self._now = 0.0  # time of the last admission attempt
         self.layers_per_block = layers_per_block
         self.checks_every_loop = checks_every_loop
         self.edge_layers = edge_layers  # the model has prelude/coda layers: their context is needed
@@ -51,23 +61,21 @@ class SlotState:
         self.gen = np.zeros(b, dtype=np.int64)
         self.base = np.zeros(b, dtype=np.int64)  # offset of the slot's request in the token arrays
         # ctx[s, k]: positions the slot's token attends to at loop k (itself included);
-        # column 0 counts every position (what unique prelude/coda layers see). With
-        # kv_policy=ignore an exited token leaves no KV deeper than its exit loop, so deeper
-        # loops attend to fewer positions; every other policy fills or shares all loops.
+        # column 0 counts every position (what unique prelude/coda layers see). Which loops
+        # an emitted token adds to is the KV policy's answer (row e: an exit at loop e).
         self.ctx = np.zeros((b, n + 2), dtype=np.int64)
-        cols = np.arange(n + 2)
-        depth = np.arange(n + 1) if kv_policy == "ignore" else np.full(n + 1, n)
-        self._kv_gain = (cols[None, :] <= depth[:, None]).astype(np.int64)  # row e: loops an exit at e fills
-        # KV fills owed per loop by exited tokens (kv_policy=recompute), paid when the slot's
-        # next token runs that loop: FREE's synchronized parallel decoding.
-        self.owed = np.zeros((b, n + 2), dtype=np.int64) if kv_policy == "recompute" else None
-        self._owed_gain = ((cols[None, :] > np.arange(n + 1)[:, None]) & (cols[None, :] <= n)).astype(np.int64)
+        self._kv_gain = self.kv.context_gain(n)
+        # KV fills owed per loop by exited tokens, paid when the slot's next token runs that
+        # loop (kv_policy=recompute: FREE's synchronized parallel decoding).
+        self._owed_gain = self.kv.fills_owed(n)
+        self.owed = np.zeros((b, n + 2), dtype=np.int64) if self._owed_gain is not None else None
         n_req = self.n_requests = wl.num_requests
         self.arrival = wl.arrival
         self.admitted_at = np.full(n_req, np.nan)
         self.first_token_at = np.full(n_req, np.nan)
         self.finished_at = np.full(n_req, np.nan)
-        self.next_req = 0
+        self.next_req = 0  # every request before it has been admitted
+        self.waiting = np.ones(n_req, dtype=bool)  # not admitted yet (for a reordered admission)
         self.finished = 0
         self.emitted = 0
         self.prefill: list[int] = []
@@ -87,36 +95,63 @@ class SlotState:
         return self._active
 
     def next_arrival(self) -> float | None:
-        return float(self.arrival[self.next_req]) if self.next_req < self.n_requests else None
+        """When the next request arrives that has not arrived yet (None: all have)."""
+        if self.order is None:
+            return float(self.arrival[self.next_req]) if self.next_req < self.n_requests else None
+        r = max(self.next_req, int(np.searchsorted(self.arrival, self._now, side="right")))
+        return float(self.arrival[r]) if r < self.n_requests else None
 
     def admit(self, now: float) -> int:
-        """Fill free slots with arrived requests, FIFO, while their KV fits (no overtaking)."""
-        wl, r, n_req = self.wl, self.next_req, self.n_requests
+        """Fill free slots with arrived requests while their KV fits, in arrival order
+        (FIFO, no overtaking) or in the scheduler's `order`."""
+        self._now = now
+        r, n_req = self.next_req, self.n_requests
         if r >= n_req or self.arrival[r] > now or self.active().size == self.batch_size:
             return 0
+        if self.order is None:
+            candidates = None
+        else:
+            arrived = int(np.searchsorted(self.arrival, now, side="right"))
+            candidates = self.order(r + np.flatnonzero(self.waiting[r:arrived]))
         admitted = 0
-        for s in np.flatnonzero(~self.occupied):
-            r = self.next_req
-            if r >= n_req or self.arrival[r] > now or not self.memory.fits(self.need[r]):
+        for i, s in enumerate(np.flatnonzero(~self.occupied)):
+            if candidates is None:
+                r = self.next_req
+                if r >= n_req or self.arrival[r] > now:
+                    break
+            elif i < candidates.size:
+                r = int(candidates[i])
+            else:
                 break
-            self.memory.reserve(int(self.need[r]))
-            self.next_req += 1
-            self.occupied[s] = True
-            self.req[s] = r
-            self.tok[s] = 0
-            self.loop[s] = 1
-            self.base[s] = self.offsets[r]
-            self.exit_at[s] = self.exits[self.offsets[r]]
-            self.ctx[s] = wl.prompt_len[r] + 1
-            self.gen[s] = wl.gen_len[r]
-            self.admitted_at[r] = now
-            self.prefill.append(int(wl.prompt_len[r]))
-            self.prefill_req.append(r)
+            if not self.memory.fits(self.need[r]):
+                break
+            self._place(s, r, now)
             admitted += 1
         if admitted:
             self._active = None
             self.peak_active = max(self.peak_active, self.active().size)
         return admitted
+
+    def _place(self, s: int, r: int, now: float) -> None:
+        wl = self.wl
+        self.memory.reserve(int(self.need[r]))
+        self.waiting[r] = False
+        if r == self.next_req:
+            nxt = r + 1
+            while nxt < self.n_requests and not self.waiting[nxt]:
+                nxt += 1
+            self.next_req = nxt
+        self.occupied[s] = True
+        self.req[s] = r
+        self.tok[s] = 0
+        self.loop[s] = 1
+        self.base[s] = self.offsets[r]
+        self.exit_at[s] = self.exits[self.offsets[r]]
+        self.ctx[s] = wl.prompt_len[r] + 1
+        self.gen[s] = wl.gen_len[r]
+        self.admitted_at[r] = now
+        self.prefill.append(int(wl.prompt_len[r]))
+        self.prefill_req.append(r)
 
     def run(self, idx: np.ndarray, want_batch: bool = False) -> tuple[StepLoad, np.ndarray, StepBatch | None]:
         """Advance the given slots by one loop; return the step's load, the slots whose
@@ -136,13 +171,12 @@ class SlotState:
                 context += int(fills @ ctx)
                 self.fill_token_loops += nf
                 self.owed[idx, loops] = 0
-        if self.kv_policy in ("propagate", "recompute"):
+        if self.kv.acts_on_early_exit:
             # exited before the last loop while later tokens will want its deeper KV
             early = leaving & (exit_at < n_loops) & (self.tok[idx] + 1 < self.gen[idx])
             if early.any():
-                if self.kv_policy == "propagate":
-                    kv_proj = int((n_loops - exit_at[early]).sum()) * self.layers_per_block
-                else:
+                kv_proj = self.kv.projection_layers(n_loops - exit_at[early], self.layers_per_block)
+                if self.owed is not None:
                     self.owed[idx[early]] += self._owed_gain[exit_at[early]]
         hist = np.bincount(loops, minlength=n_loops + 1)
         exited = idx[leaving]

@@ -21,8 +21,6 @@ Write one to a file (then replay it with trace.path=FILE):
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,7 +29,8 @@ import pandas as pd
 
 from sim.config import RunConfig, SyntheticTraceConfig, validate
 from sim.errors import ConfigError
-from sim.trace import Trace, write_trace
+from sim.trace import Trace, trace_from_frame, write_trace
+from sim.trace_io import provenance
 
 
 def _lengths(rng: np.random.Generator, mean: int, n: int, dist: str, minimum: int) -> np.ndarray:
@@ -116,18 +115,7 @@ def generate(cfg: SyntheticTraceConfig, seed: int) -> pd.DataFrame:
 
 def generate_trace(cfg: SyntheticTraceConfig, seed: int) -> Trace:
     """Generate straight into a validated `Trace`, without touching the disk."""
-    from sim.trace import load_trace_frame
-
-    return load_trace_frame(generate(cfg, seed), f"<synthetic seed={seed}>", len(cfg.exit_probs))
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return trace_from_frame(generate(cfg, seed), f"<synthetic seed={seed}>", len(cfg.exit_probs))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,13 +144,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     frame = generate(cfg, args.seed)
-    provenance = {
-        "model": "synthetic (sim.synthetic)", "loops": len(cfg.exit_probs), "seed": args.seed,
-        "generator": repr(cfg), "commit": _git_commit(),
-        "command": "python -m sim.synthetic " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_trace(frame, args.out, len(cfg.exit_probs), provenance)
+    made_by = provenance(["python", "-m", "sim.synthetic", *(sys.argv[1:] if argv is None else argv)],
+                         model="synthetic (sim.synthetic)", loops=len(cfg.exit_probs), seed=args.seed,
+                         generator=repr(cfg))
+    write_trace(frame, args.out, len(cfg.exit_probs), made_by)
     print(f"wrote {args.out}: {len(frame)} tokens, {cfg.num_requests} requests, {len(cfg.exit_probs)} loops")
 
 

@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import TraceError
+from sim.layout import Layout
+from sim.trace_io import write_trace_parquet
 
 REQUIRED = ("request_id", "position", "prompt_len", "exit_loop")
 _PER_LOOP = re.compile(r"^(conf|correct)_\d+$")
@@ -61,6 +63,11 @@ class Trace(RequestTokens):
     conf: Optional[np.ndarray] = None  # (T, num_loops) float32, top-1 prob after loop k
     correct: Optional[np.ndarray] = None  # (T, num_loops) bool, loop-k pred == final
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Optional[Layout]:
+        """The layout of the model that recorded the trace, if its metadata names one."""
+        return Layout.from_metadata(self.metadata)
 
 
 def _read(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -171,10 +178,10 @@ def load_trace(path: str | Path | None = None, num_loops: Optional[int] = None) 
     """
     path = Path(path) if path is not None else DEFAULT_TRACE
     frame, meta = _read(path)
-    return load_trace_frame(frame, str(path), num_loops, meta)
+    return trace_from_frame(frame, str(path), num_loops, meta)
 
 
-def load_trace_frame(frame: pd.DataFrame, path: str, num_loops: Optional[int] = None,
+def trace_from_frame(frame: pd.DataFrame, path: str, num_loops: Optional[int] = None,
                      meta: Optional[dict[str, str]] = None) -> Trace:
     """Validate an in-memory trace table; `path` only names it in error messages."""
     meta = meta or {}
@@ -224,8 +231,6 @@ def load_trace_frame(frame: pd.DataFrame, path: str, num_loops: Optional[int] = 
 
 
 def write_trace(frame: pd.DataFrame, path: str | Path, num_loops: int, provenance: dict[str, str]) -> None:
-    """Write a trace as Parquet with `num_loops` and provenance in the key-value metadata."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta.update({k.encode(): str(v).encode() for k, v in {**provenance, "num_loops": num_loops}.items()})
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
+    """Write a trace as Parquet with `num_loops` and provenance (and, when known, the model
+    layout: `sim.layout.Layout.to_metadata`) in the key-value metadata, atomically."""
+    write_trace_parquet(frame, path, {**provenance, "num_loops": num_loops})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -127,3 +128,15 @@ def describe_source(source: str = DEFAULT_SOURCE) -> str:
     """A short provenance string for trace metadata."""
     kind, path = resolve_source(source)
     return f"{path.name}" if kind == "gguf" else str(source)
+
+
+def resolve_device(name: str) -> "torch.device":
+    """The torch device for `device=NAME`, failing at once (one line, exit 2) when this torch
+    build cannot use it, rather than minutes later inside the first kernel."""
+    import torch
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: device={name} but this torch build ({torch.__version__}) sees no CUDA device; "
+              f"use device=cpu", file=sys.stderr)
+        raise SystemExit(2)
+    return dev

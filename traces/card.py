@@ -7,38 +7,63 @@ curve.csv, so a card never drifts from its data.
 from __future__ import annotations
 
 import csv
+import io
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from .stats import threshold_tradeoff
+from .stats import threshold_table
 
 
 NOTES = "## Notes (added by hand)"
 
 
-def _curve_rows(ckpt_path: Path) -> list[dict]:
-    p = Path(ckpt_path).parent / "curve.csv"
-    if not p.exists():
-        return []
-    with open(p) as f:
-        return list(csv.DictReader(f))
+def _curve_rows(meta: dict) -> list[dict]:
+    """The learning curve: stored in the trace (traces.record), else next to the checkpoint."""
+    text = meta.get("uptrain_curve")
+    if not text:  # older traces: the run's curve next to its checkpoint, or the bundled copy
+        ck = Path(meta.get("checkpoint", ""))
+        for p in (ck.parent / "curve.csv", Path(__file__).parent / "data" / "curves" / f"{ck.parent.name}.csv"):
+            if ck.name and p.is_file():
+                text = p.read_text()
+                break
+    return list(csv.DictReader(io.StringIO(text))) if text else []
+
+
+def run_info(meta: dict, checkpoint_path: Path | None = None) -> dict:
+    """Config and counters of the uptraining run: from the trace's metadata, or for older
+    traces from the checkpoint when it is still on this machine; empty otherwise."""
+    if meta.get("uptrain_config"):
+        return {"config": json.loads(meta["uptrain_config"]),
+                "train_state": json.loads(meta.get("uptrain_state") or "{}")}
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        import torch
+        ck = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        return {k: v for k, v in ck.items() if k in ("config", "train_state")}
+    return {}
 
 
 def _uptrain_command(cfg: dict) -> str:
-    keys = ["name", "num_loops", "head", "tail", "init", "lora_rank", "batch", "seq_len", "lr",
+    keys = ["name", "num_loops", "prelude_layers", "coda_layers", "init", "lora_rank", "batch", "seq_len", "lr",
             "max_minutes", "refresh_every", "device", "threads"]
+    cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
     return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
 
 
 def _best_tf(ck: dict, N: int, meta: dict) -> str:
-    rows = _curve_rows(Path(meta["checkpoint"]))
+    rows = _curve_rows(meta)
     step = str(ck.get("train_state", {}).get("step", ""))
     row = next((r for r in rows if r["step"] == step), rows[-1] if rows else None)
     if row is None:
         return "n/a"
     per = ", ".join(f"loop {k}: {float(row[f'agree_{k}']):.3f}" for k in range(1, N + 1))
     return f"{float(row[f'agree_{N}']):.3f} at step {row['step']} ({per})"
+
+
+def _minutes(ck: dict) -> str:
+    elapsed = ck.get("train_state", {}).get("elapsed_s")
+    return f"{float(elapsed) / 60:.1f} min" if elapsed is not None else "n/a (not recorded in this trace)"
 
 
 def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck: dict) -> Path:
@@ -50,14 +75,14 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              "## Model", "",
              f"- {meta['model']}",
              f"- layout `{meta['layout']}`, init `{meta['init']}`, LoRA rank {meta['lora_rank']}, "
-             f"{N} loops (exits after every loop: final norm + tied LM head)",
+             f"{N} loops (an exit after any loop runs the unique coda layers, the final norm and the "
+             f"tied LM head{'' if meta.get('exit_semantics') == 'coda' else '; traces recorded before commit edf1347 skipped the coda at intermediate exits'})",
              f"- uptrained {meta['uptrain_steps']} steps, {int(meta['uptrain_tokens']):,} tokens of "
              f"distillation (KL to the original model; weights 0.1 intermediate / 1.0 last loop), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",
              f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','max_minutes')} }`",
              f"- uptraining command (resumable): `{_uptrain_command(cfg)}`",
-             f"- uptraining wall clock: {float(ck.get('train_state', {}).get('elapsed_s', 0)) / 60:.1f} min "
-             f"(shared 2-core CPU machine)",
+             f"- uptraining wall clock: {_minutes(ck)} (shared 2-core CPU machine)",
              "", "## How it was made", "",
              f"- prompts: {meta['prompts']} (held-out: never seen by uptraining), ChatML template",
              f"- greedy decoding on the final loop, at most {meta['max_new']} new tokens per request "
@@ -98,8 +123,8 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
               "(the simulator's `exit=confidence`); the oracle leaves at the first loop that agrees "
               "with the final one. `agree_final`: its prediction equals the final loop's (what the "
               "simulator counts as correct); `agree_teacher`: it equals the original model's.", "",
-              threshold_tradeoff(df).to_markdown(index=False, floatfmt=".3f")]
-    rows = _curve_rows(Path(meta["checkpoint"]))
+              threshold_table(df).to_markdown(index=False, floatfmt=".3f")]
+    rows = _curve_rows(meta)
     if rows:
         lines += ["", f"## Learning curve (held-out, teacher-forced agreement with the original's "
                   f"top-1 on {cfg.get('eval_prompts', '?')} held-out prompts' greedy teacher answers)", "",
@@ -146,7 +171,6 @@ def main(argv=None):
     import argparse
 
     import pyarrow.parquet as pq
-    import torch
 
     from .base_model import load_base
     from .stats import trace_stats
@@ -160,8 +184,7 @@ def main(argv=None):
     stats = trace_stats(df)
     stats["record_tok_s"] = float(meta.get("record_tok_s", "nan"))
     stats["record_seconds"] = float(meta.get("record_seconds", "nan"))
-    ck = torch.load(meta["checkpoint"], map_location="cpu", weights_only=False)
-    ck = {k: v for k, v in ck.items() if k != "state"}
+    ck = run_info(meta, Path(meta.get("checkpoint", "")))
     _, tok = load_base(a.source)
     print(write_card(Path(a.parquet), df, meta, stats, tok, ck))
 

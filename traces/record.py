@@ -13,21 +13,18 @@ metadata, and optionally a markdown card with quality numbers.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from .base_model import describe_source, load_base
+from sim.trace_io import provenance, write_trace_parquet
+
+from .base_model import describe_source, load_base, resolve_device
 from .generate import StepView, chat_ids, decode, greedy, stop_ids
 from .prompts import PROMPTS_FILE, load_prompts
 from .recursive import load_model, original_from_hf
@@ -77,7 +74,9 @@ def record_batch(student, teacher, tok, prompts: list[dict], max_new: int) -> li
     return rows
 
 
-def to_frame(rows: list[dict], num_loops: int) -> pd.DataFrame:
+def recorded_frame(rows: list[dict], num_loops: int) -> pd.DataFrame:
+    """The per-token rows of a recording as a trace table (rrtsim's contract plus the
+    recording's own columns), with the oracle exit and correct_k derived from pred_k."""
     df = pd.DataFrame(rows).sort_values(["request_id", "position"]).reset_index(drop=True)
     preds = df[[f"pred_{k}" for k in range(1, num_loops + 1)]].to_numpy()
     df["exit_loop"] = exit_loop_of(preds).astype("int64")
@@ -92,34 +91,31 @@ def to_frame(rows: list[dict], num_loops: int) -> pd.DataFrame:
     return df[front + loops]
 
 
-def write_parquet(df: pd.DataFrame, path: Path, meta: dict[str, str]):
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    md = dict(table.schema.metadata or {})
-    md.update({k.encode(): str(v).encode() for k, v in meta.items()})
-    table = table.replace_schema_metadata(md)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, compression="zstd")
-
-
 def _base_name(source: str) -> str:
     d = describe_source(source)
     return f"SmolLM2-135M-Instruct ({d})" if d.endswith(".gguf") else d
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
+def uptrain_provenance(checkpoint, ck: dict) -> dict[str, str]:
+    """What the card needs from the uptraining run, stored in the trace itself so the card
+    renders without the checkpoint (which is never in git): config, counters, learning curve."""
+    state = {k: v for k, v in ck.get("train_state", {}).items() if k != "rng"}
+    curve = Path(checkpoint).parent / "curve.csv"
+    return {"uptrain_config": json.dumps(ck.get("config", {}), default=str),
+            "uptrain_state": json.dumps(state, default=str),
+            "uptrain_curve": curve.read_text() if curve.exists() else ""}
 
 
 def run(cfg) -> tuple[Path, dict]:
+    out = Path(cfg.out_dir) / f"{cfg.name}.parquet"
+    if out.exists() and not cfg.overwrite:
+        raise SystemExit(f"error: {out} exists (a bundled trace?); choose another name=... "
+                         f"or pass overwrite=true to replace it and its card")
+    dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     from tqdm import tqdm
     from .stats import trace_stats
     hf, tok = load_base(cfg.source)
-    dev = torch.device(cfg.device)
     teacher = original_from_hf(hf).eval().to(dev)
     student, ck = load_model(cfg.checkpoint, hf)
     student.eval().to(dev)
@@ -140,21 +136,24 @@ def run(cfg) -> tuple[Path, dict]:
     bar.close()
     seconds = time.time() - t0
     N = student.num_exits
-    df = to_frame(rows, N)
+    df = recorded_frame(rows, N)
+    layout = spec.layout_of(student.num_layers)
     meta = {
-        "num_loops": N, "model": f"{_base_name(cfg.source)} relaxed recursive: "
-        f"{spec.describe(student.num_layers)}",
-        "loops": N, "layout": spec.layout, "init": spec.init, "lora_rank": spec.lora_rank,
+        "num_loops": N, "model": f"{_base_name(cfg.source)} relaxed recursive: {layout.describe()}",
+        # the layout (sim.layout) and the dimensions that pick the simulator's model for this trace
+        **layout.to_metadata(), "d_model": student.dims.hidden, "vocab": student.dims.vocab,
+        "init": spec.init,
         "uptrain_steps": st.get("step", 0), "uptrain_tokens": st.get("tokens", 0),
         "prompts": f"{PROMPTS_FILE.relative_to(Path.cwd()) if PROMPTS_FILE.is_relative_to(Path.cwd()) else PROMPTS_FILE.name}"
                    f" split={cfg.split} n={len(prompts)}",
-        "commit": git_commit(), "command": " ".join(shlex.quote(a) for a in ["python", "-m", "traces.record"] + sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(["python", "-m", "traces.record", *sys.argv[1:]]),
         "checkpoint": str(cfg.checkpoint), "max_new": cfg.max_new, "decoding": "greedy on the final loop",
         "record_seconds": f"{seconds:.1f}", "record_tok_s": f"{len(df) / seconds:.1f}",
+        "exit_semantics": "coda",  # intermediate exits run the coda layers (traces/recursive.py)
+        **uptrain_provenance(cfg.checkpoint, ck),
     }
-    out = Path(cfg.out_dir) / f"{cfg.name}.parquet"
-    write_parquet(df, out, meta)
+    meta = {k: str(v) for k, v in meta.items()}
+    write_trace_parquet(df, out, meta)
     stats = trace_stats(df)
     stats["record_tok_s"] = len(df) / seconds
     stats["record_seconds"] = seconds

@@ -1,10 +1,11 @@
 """Conversion of a Llama-family model into a (relaxed) Recursive Transformer.
 
-Layout (CYCLE order): ``head`` unique first layers, then one shared block of
-K layers run ``num_loops`` times, then ``tail`` unique last layers.
-head = tail = 0 is the paper's plain CYCLE; head, tail > 0 is "middle-cycle"
-(the previous probe found keeping the first and last layers unique is what
-makes SmolLM2-135M learnable on a CPU budget).
+Layout (CYCLE order, `sim.layout.Layout`, the simulator's vocabulary):
+``prelude_layers`` unique first layers, then one shared block of K layers run
+``num_loops`` times, then ``coda_layers`` unique last layers. prelude = coda = 0
+is the paper's plain CYCLE; prelude, coda > 0 is "middle-cycle" (the previous probe
+found keeping the first and last layers unique is what makes SmolLM2-135M
+learnable on a CPU budget).
 
 Each *application* of a shared layer (loop i, block position j) keeps its own
 RMSNorm weights (copied from the original layer it replaces: averaged norms
@@ -12,9 +13,13 @@ make even full-rank LoRA inexact) and, in the relaxed variant, its own LoRA on
 every linear layer, initialised by truncated SVD of W_original - W_shared
 (B = U_r S_r, A = V_r^T): at full rank the original model is recovered.
 
-Exits: after loop k the final norm + tied LM head give loop k's logits; the
-last exit comes after the tail layers, i.e. it is the full model.
-Each application has its own KV cache, so generation is exact per loop.
+Exits (one semantics across training, recording, the simulator's cost and the
+real executor): a token leaving after loop k runs the unique coda layers (the
+last ones), then the final norm and the tied LM head, as a served middle-cycle
+model must; the last exit is the full model. In teacher-forced passes every
+exit's coda attends to coda states computed from the same exit (as if all
+tokens left there); each application, and each intermediate exit's coda, has
+its own KV cache, so generation is exact per exit.
 """
 from __future__ import annotations
 
@@ -22,6 +27,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+
+from sim.layout import Layout
 
 from .llama import LlamaDims, build_mask, decoder_layer, rms_norm, rope_tables
 
@@ -33,29 +40,36 @@ _HF_NAMES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v
 
 @dataclass
 class RecursiveSpec:
-    """How to convert: loops, unique head/tail layers, init, LoRA rank."""
+    """How to convert: loops, unique prelude/coda layers, init, LoRA rank."""
     num_loops: int = 2
-    head: int = 1
-    tail: int = 1
+    prelude_layers: int = 1
+    coda_layers: int = 1
     init: str = "average"      # stepwise | average | lower
     lora_rank: int = 64        # 0: strict (no LoRA); >= min(out,in): full rank
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecursiveSpec":
+        """A saved spec; checkpoints from before the shared vocabulary say head/tail."""
+        d = dict(d)
+        for old, new in (("head", "prelude_layers"), ("tail", "coda_layers")):
+            if old in d:
+                d[new] = d.pop(old)
+        return cls(**d)
+
+    def layout_of(self, num_layers: int) -> Layout:
+        """The layout this spec gives a model of `num_layers` layers (ValueError if the
+        layers left for the block do not divide into the loops)."""
+        return Layout.split(num_layers, self.num_loops, self.prelude_layers, self.coda_layers, self.lora_rank)
+
     @property
-    def layout(self) -> str:
-        return "cycle" if self.head == 0 and self.tail == 0 else "middle_cycle"
+    def kind(self) -> str:
+        return "cycle" if self.prelude_layers == 0 and self.coda_layers == 0 else "middle_cycle"
 
     def block_size(self, num_layers: int) -> int:
-        mid = num_layers - self.head - self.tail
-        if mid <= 0 or mid % self.num_loops:
-            raise ValueError(f"{num_layers} layers - head {self.head} - tail {self.tail}"
-                             f" = {mid} not divisible by {self.num_loops} loops")
-        return mid // self.num_loops
+        return self.layout_of(num_layers).layers_per_block
 
     def describe(self, num_layers: int) -> str:
-        k = self.block_size(num_layers)
-        parts = ([f"{self.head} unique"] if self.head else []) + [f"{self.num_loops}x{k} shared"] \
-            + ([f"{self.tail} unique"] if self.tail else [])
-        return " + ".join(parts)
+        return self.layout_of(num_layers).describe()
 
 
 class LayerCore(nn.Module):
@@ -117,6 +131,9 @@ class RecursiveLM(nn.Module):
         self.cores = nn.ModuleList(cores)
         self.apps = nn.ModuleList(apps)
         self.exits = list(exits)  # app index after which each exit is taken
+        # unique layers after the last loop: every exit runs them (see module docstring)
+        last_loop_end = max((i for i, a in enumerate(apps) if a.loop is not None), default=len(apps) - 1)
+        self.coda_apps = list(range(last_loop_end + 1, len(apps))) if len(self.exits) > 1 else []
         self.spec = spec
         self.num_layers = num_layers
 
@@ -149,12 +166,21 @@ class RecursiveLM(nn.Module):
         x = self.embed[input_ids]
         cos, sin = rope_tables(positions, self.dims.head_dim, self.dims.rope_theta, x.dtype)
         mask = None if key_valid is None else build_mask(key_valid, T)
-        outs, exits = [], set(self.exits)
+        outs, early = [], self.exits[:-1]
+        n_apps, n_coda = len(self.apps), len(self.coda_apps)
         for i, app in enumerate(self.apps):
             cache = None if caches is None else caches[i]
             x = decoder_layer(x, self._lin(app), app.norm_in, app.norm_post, self.dims,
                               cos, sin, cache, mask)
-            if i in exits:
+            if i in early:
+                h = x
+                for j, t in enumerate(self.coda_apps):  # the coda of a token leaving here
+                    coda = self.apps[t]
+                    c = None if caches is None else caches[n_apps + early.index(i) * n_coda + j]
+                    h = decoder_layer(h, self._lin(coda), coda.norm_in, coda.norm_post, self.dims,
+                                      cos, sin, c, mask)
+                outs.append(h)
+            elif i == self.exits[-1]:
                 outs.append(x)
         return outs
 
@@ -168,7 +194,8 @@ class RecursiveLM(nn.Module):
                 self.hidden_states(input_ids, positions, caches, key_valid)]
 
     def new_caches(self):
-        return [dict() for _ in self.apps]
+        """One KV cache per application, then one per coda layer of each intermediate exit."""
+        return [dict() for _ in range(len(self.apps) + (self.num_exits - 1) * len(self.coda_apps))]
 
     def trainable_parameters(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -241,25 +268,35 @@ def convert(hf_model, spec: RecursiveSpec, svd: bool = True) -> RecursiveLM:
     L = len(layers)
     K = spec.block_size(L)
     w = [l[0] for l in layers]
-    tied = [[spec.head + i * K + j for i in range(spec.num_loops)] for j in range(K)]
+    tied = [[spec.prelude_layers + i * K + j for i in range(spec.num_loops)] for j in range(K)]
     shared = init_shared(w, tied, spec.init)
     cores: list[LayerCore] = []
     apps: list[Application] = []
     exits: list[int] = []
-    for l in range(spec.head):  # unique first layers
+    for l in range(spec.prelude_layers):  # unique first layers
         cores.append(LayerCore(w[l]))
         apps.append(Application(len(cores) - 1, None, l, layers[l][1], layers[l][2]))
     first_shared = len(cores)
     cores.extend(LayerCore(s) for s in shared)
-    for i in range(spec.num_loops):
-        for j in range(K):
-            l = spec.head + i * K + j
-            loras = {}
-            if spec.lora_rank > 0:
-                loras = {n: _svd_lora(w[l][n] - shared[j][n], spec.lora_rank, svd) for n in LINEARS}
-            apps.append(Application(first_shared + j, i, l, layers[l][1], layers[l][2], loras))
-        exits.append(len(apps) - 1)
-    for l in range(L - spec.tail, L):  # unique last layers
+    from tqdm import tqdm
+    bar = tqdm(total=spec.num_loops * K * len(LINEARS) if spec.lora_rank > 0 and svd else 0,
+               desc="LoRA init (SVD)", unit="matrix", disable=None, leave=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small fp64 SVDs: measured 0.15 s on 1 thread, 11 s on 2 of a busy machine
+    try:
+        for i in range(spec.num_loops):
+            for j in range(K):
+                l = spec.prelude_layers + i * K + j
+                loras = {}
+                if spec.lora_rank > 0:
+                    loras = {n: _svd_lora(w[l][n] - shared[j][n], spec.lora_rank, svd) for n in LINEARS}
+                    bar.update(len(LINEARS) if svd else 0)
+                apps.append(Application(first_shared + j, i, l, layers[l][1], layers[l][2], loras))
+            exits.append(len(apps) - 1)
+    finally:
+        torch.set_num_threads(threads)
+        bar.close()
+    for l in range(L - spec.coda_layers, L):  # unique last layers
         cores.append(LayerCore(w[l]))
         apps.append(Application(len(cores) - 1, None, l, layers[l][1], layers[l][2]))
     exits[-1] = len(apps) - 1
@@ -276,7 +313,7 @@ def save_model(model: RecursiveLM, path, extra: dict | None = None):
 def load_model(path, hf_model, map_location="cpu") -> tuple[RecursiveLM, dict]:
     """Rebuild a converted model from ``hf_model`` and restore a checkpoint."""
     ck = torch.load(path, map_location=map_location, weights_only=False)
-    spec = RecursiveSpec(**ck["structure"]["spec"])
+    spec = RecursiveSpec.from_dict(ck["structure"]["spec"])
     model = convert(hf_model, spec, svd=False)
     missing, unexpected = model.load_state_dict(ck["state"], strict=False)
     if [m for m in missing if m != "embed"] or unexpected:

@@ -14,9 +14,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}; THREADS=${THREADS:-2}
-COMMON="device=$DEVICE threads=$THREADS lora_rank=64 init=average max_minutes=100000"
-R2="name=r2_mc_r64_long num_loops=2 head=1 tail=1 $COMMON"
-R3="name=r3_mc_r64 num_loops=3 head=1 tail=2 $COMMON"
+# The recipe of the bundled traces predates bf16 training, self-distillation and the
+# tail-at-every-exit semantics (traces/recursive.py); the flags below restore what can be.
+COMMON="device=$DEVICE threads=$THREADS lora_rank=64 init=average max_minutes=100000 amp=false teacher_dtype=float32 exit_weight_self=0"
+R2="name=r2_mc_r64_long num_loops=2 prelude_layers=1 coda_layers=1 $COMMON"
+R3="name=r3_mc_r64 num_loops=3 prelude_layers=1 coda_layers=2 $COMMON"
 # 2 loops, stage 1: batch 2 x 256, lr 3e-4, a pool shard of 32 answers every 40 steps
 python -m traces.uptrain $R2 max_tokens=87040
 # 3 loops: on the 34k-token pool stage 1 grew, no new shards
@@ -26,6 +28,6 @@ python -m traces.uptrain $R3 refresh_every=0 max_tokens=61440
 python -m traces.uptrain $R2 refresh_every=0 max_tokens=102400
 python -m traces.uptrain $R2 batch=8 lr=4e-4 eval_every=20 refresh_every=10 refresh_batch=64 max_tokens=389120
 if [ "${RECORD:-1}" = 1 ]; then
-  python -m traces.record checkpoint=runs/uptrain/r2_mc_r64_long/best.pt name=smollm2_r2_mc_r64 device=$DEVICE threads=$THREADS max_new=128
-  python -m traces.record checkpoint=runs/uptrain/r3_mc_r64/best.pt name=smollm2_r3_mc_r64 device=$DEVICE threads=$THREADS max_new=128
+  python -m traces.record checkpoint=runs/uptrain/r2_mc_r64_long/best.pt name=smollm2_r2_mc_r64 overwrite=true device=$DEVICE threads=$THREADS max_new=128
+  python -m traces.record checkpoint=runs/uptrain/r3_mc_r64/best.pt name=smollm2_r3_mc_r64 overwrite=true device=$DEVICE threads=$THREADS max_new=128
 fi

@@ -55,7 +55,7 @@ def trace_stats(df: pd.DataFrame) -> dict:
 CARD_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
-def threshold_tradeoff(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataFrame:
+def threshold_table(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataFrame:
     """The simulator's confidence exit (`sim.exit_policy.confidence_exits`) against depth. Beside
     the simulator's accuracy (agreement with the final loop) it reports agreement with the
     original model, which only a recorded trace (teacher_token) can give."""

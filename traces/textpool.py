@@ -59,8 +59,11 @@ def add_shard(teacher, tok, source: str = DEFAULT_SOURCE, batch: int = 32,
     ids = [chat_ids(tok, p["prompt"]) for p in chosen]
     gen = torch.Generator(device=teacher.embed.device).manual_seed(seed)
     t0 = time.time()
-    res = decode([teacher], ids, sampler(temperature, gen), max_new, stop_ids(tok),
-                 tok.pad_token_id if tok.pad_token_id is not None else 0)
+    from tqdm import tqdm
+    with tqdm(total=max_new, desc=f"text pool shard {idx}", unit="step", disable=None, leave=False) as bar:
+        res = decode([teacher], ids, sampler(temperature, gen), max_new, stop_ids(tok),
+                     tok.pad_token_id if tok.pad_token_id is not None else 0,
+                     on_step=lambda _: bar.update(1))
     dt = time.time() - t0
     seqs = [p + g for p, g in zip(ids, res.tokens)]
     n = sum(len(g) for g in res.tokens)

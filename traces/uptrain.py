@@ -1,12 +1,20 @@
 """Uptrain a relaxed recursive model: distillation + early-exit loss.
 
-    python -m traces.uptrain name=r2_mc_r64 num_loops=2 head=1 tail=1 lora_rank=64
-    python -m traces.uptrain name=r3_mc_r64 num_loops=3 head=1 tail=2 device=cuda max_minutes=600
+    python -m traces.uptrain name=r2_mc_r64 num_loops=2 prelude_layers=1 coda_layers=1 lora_rank=64
+    python -m traces.uptrain name=r3_mc_r64 num_loops=3 prelude_layers=1 coda_layers=2 device=cuda max_minutes=600
 
 Loss per batch: sum_k w_k * KL(teacher || exit_k), with w = 0.1 for the
 intermediate loops and 1.0 for the last (the paper's "aggressive" early-exit
 weighting; KD to the original model rather than CE to data, because the
-trace's quality measure is agreement with the original model).
+trace's quality measure is agreement with the original model), plus
+``exit_weight_self`` * KL(final exit, detached || exit_k) for the intermediate
+exits: an exit is taken when loop k already predicts what the *final* loop
+will, so that agreement is what this term trains for directly, without
+pulling the final loop towards the early one.
+
+Speed on a CPU with bf16 units: the teacher only runs forward, so it is kept
+in bf16 outright (``teacher_dtype``); the student keeps fp32 master weights
+under bf16 autocast (``amp``).
 
 Why this shape:
 * runs unattended in the background: tqdm progress + a plain log, a
@@ -24,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import random
 import sys
 import time
@@ -33,7 +40,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base_model import load_base
+from sim.trace_io import write_atomic
+
+from .base_model import load_base, resolve_device
 from .evalset import agreement, build_evalset
 from .recursive import RecursiveSpec, convert, load_model, original_from_hf, save_model
 from .textpool import add_shard, load_sequences, pool_tokens
@@ -47,11 +56,14 @@ def exit_weights(cfg, num_exits: int) -> list[float]:
 
 
 def kd_losses(outs, teacher_logits):
-    """Per-exit KL(teacher || student), mean over tokens."""
+    """Per-exit KL(teacher || student), mean over tokens. The teacher's probabilities and
+    entropy are computed once for all exits (F.kl_div would exponentiate them per exit)."""
     V = teacher_logits.shape[-1]
     tlp = F.log_softmax(teacher_logits.float(), -1).reshape(-1, V)
-    return [F.kl_div(F.log_softmax(o.float(), -1).reshape(-1, V), tlp, log_target=True,
-                     reduction="batchmean") for o in outs]
+    tp = tlp.exp()
+    n = tlp.shape[0]
+    neg_entropy = (tp * tlp).sum() / n
+    return [neg_entropy - (tp * F.log_softmax(o.float(), -1).reshape(-1, V)).sum() / n for o in outs]
 
 
 def freeze_shared(model) -> None:
@@ -60,7 +72,14 @@ def freeze_shared(model) -> None:
         model.cores[core].requires_grad_(False)
 
 
-def train_step(model, teacher, opt, params, x, weights, amp: bool = False, grad_clip: float = 0.0):
+def self_distill_losses(outs):
+    """KL(final exit || exit k) for the intermediate exits, the final one detached."""
+    final = outs[-1].detach()
+    return kd_losses(outs[:-1], final) if len(outs) > 1 else []
+
+
+def train_step(model, teacher, opt, params, x, weights, amp: bool = False, grad_clip: float = 0.0,
+               self_weight: float = 0.0):
     """One optimizer step of distillation on a batch of token ids; returns (loss, per-exit KLs)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         with torch.no_grad():
@@ -68,6 +87,8 @@ def train_step(model, teacher, opt, params, x, weights, amp: bool = False, grad_
         outs = model(x)
     kls = kd_losses(outs, tl)
     loss = sum(w * k for w, k in zip(weights, kls))
+    if self_weight:
+        loss = loss + self_weight * sum(self_distill_losses(outs))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -97,12 +118,11 @@ def lr_at(cfg, step: int) -> float:
 
 
 def _atomic_save(obj_fn, path: Path):
-    tmp = path.with_suffix(".tmp")
-    obj_fn(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, obj_fn)
 
 
 def train(cfg) -> dict:
+    dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -114,10 +134,9 @@ def train(cfg) -> dict:
         print(line, file=log, flush=True)
         print(line, file=sys.stderr, flush=True)
 
-    dev = torch.device(cfg.device)
     hf, tok = load_base(cfg.source)
     teacher = original_from_hf(hf).eval()
-    spec = RecursiveSpec(cfg.num_loops, cfg.head, cfg.tail, cfg.init, cfg.lora_rank)
+    spec = RecursiveSpec(cfg.num_loops, cfg.prelude_layers, cfg.coda_layers, cfg.init, cfg.lora_rank)
     last = out / "last.pt"
     if last.exists():
         model, ck = load_model(last, hf)
@@ -128,7 +147,7 @@ def train(cfg) -> dict:
         model = convert(hf, spec)
         ck, state = None, {"step": 0, "tokens": 0, "elapsed_s": 0.0, "best": -1.0,
                            "rng": random.Random(cfg.seed).getstate()}
-        say(f"converted {spec.describe(len(hf.model.layers))} ({spec.layout}, init {spec.init}, "
+        say(f"converted {spec.describe(len(hf.model.layers))} ({spec.kind}, init {spec.init}, "
             f"rank {spec.lora_rank}) in {time.time() - t0:.1f}s")
     del hf
     model.to(dev).train()
@@ -142,7 +161,6 @@ def train(cfg) -> dict:
     if ck is not None and "optimizer" in ck:
         opt.load_state_dict(ck["optimizer"])
 
-    teacher_cpu = teacher if dev.type == "cpu" else None
     pool_teacher = teacher  # generation runs on the training device
 
     def grow_pool():
@@ -151,12 +169,14 @@ def train(cfg) -> dict:
         say(f"pool shard {info['shard']}: +{info['tokens']} tokens at {info['tok_s']:.0f} tok/s")
 
     teacher.eval()
+    # the held-out reference is the original model at full precision, built before the cast
+    ev = build_evalset(teacher, tok, cfg.source, cfg.eval_prompts, cfg.eval_max_new)
+    teacher.to(getattr(torch, cfg.teacher_dtype))
     while pool_tokens(cfg.source) < cfg.min_pool_tokens:
         grow_pool()
     rng = random.Random()
     rng.setstate(state["rng"])
     sampler = WindowSampler(load_sequences(cfg.source), cfg.seq_len, rng)
-    ev = build_evalset(teacher, tok, cfg.source, cfg.eval_prompts, cfg.eval_max_new)
     ev = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in ev.items()}
     weights = exit_weights(cfg, model.num_exits)
 
@@ -208,7 +228,8 @@ def train(cfg) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         x = sampler.batch(cfg.batch).to(dev)
-        loss, kls = train_step(model, teacher, opt, params, x, weights, bool(cfg.amp), cfg.grad_clip)
+        loss, kls = train_step(model, teacher, opt, params, x, weights, bool(cfg.amp), cfg.grad_clip,
+                               cfg.exit_weight_self)
         state["step"] += 1
         state["tokens"] += x.numel()
         win_tokens += x.numel()

@@ -1,13 +1,7 @@
-"""The four batching schedulers, by config name."""
+"""The batching schedulers. Each module of this package registers its scheduler with
+`sim.registry.scheduler_registry`, which imports them all on first use: look a scheduler
+up there (`scheduler_registry.get(name).impl`), never in a list here."""
 
 from sim.schedulers.base import Scheduler
-from sim.schedulers.continuous import ContinuousScheduler
-from sim.schedulers.depthwise import DepthwiseScheduler
-from sim.schedulers.static import StaticScheduler
-from sim.schedulers.sync_exit import SyncExitScheduler
 
-SCHEDULERS: dict[str, type[Scheduler]] = {
-    cls.name: cls for cls in (StaticScheduler, ContinuousScheduler, SyncExitScheduler, DepthwiseScheduler)
-}
-
-__all__ = ["SCHEDULERS", "Scheduler"]
+__all__ = ["Scheduler"]

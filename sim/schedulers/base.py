@@ -1,9 +1,14 @@
 """The scheduler interface, and the iteration-level logic three schedulers share.
 
-A scheduler answers two questions for the engine: which slots compute in the
-next loop step (`computing`), and what happens once a step ends (`after_step`):
-which tokens are emitted and when waiting requests may join. Everything else,
-the arrays, admission mechanics, KV and counters, is `SlotState`'s.
+A scheduler answers three questions for the engine: which slots compute in the
+next loop step (`computing`), what happens once a step ends (`after_step`): which
+tokens are emitted and when waiting requests may join, and who joins first
+(`admission_order`, FIFO unless overridden). Everything else, the arrays, admission
+mechanics, KV and counters, is `SlotState`'s.
+
+A new scheduler is one module in this package, registered with
+`@scheduler_registry.register("name")` (found without being imported anywhere), and
+one `conf/scheduler/<name>.yaml` (`defaults: [base_<name>, _self_]`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from sim.config import SchedulerConfig
 from sim.slots import SlotState
 
 
@@ -21,8 +27,17 @@ class Scheduler(ABC):
     # False: tokens run every loop whatever the exit policy says.
     honours_exits: ClassVar[bool] = True
 
-    def __init__(self, state: SlotState):
+    def __init__(self, state: SlotState, cfg: SchedulerConfig | None = None):
         self.state = state
+        self.cfg = cfg  # the variant's typed config (its own keys beside batch_size)
+        if type(self).admission_order is not Scheduler.admission_order:
+            state.order = self.admission_order
+
+    def admission_order(self, waiting: np.ndarray) -> np.ndarray:
+        """The arrived, waiting requests (indices into the workload, in arrival order) in
+        the order they are offered free slots; admission stops at the first whose KV does
+        not fit. FIFO here, and then `SlotState` takes a faster path that skips this call."""
+        return waiting
 
     @abstractmethod
     def computing(self) -> np.ndarray:
@@ -39,8 +54,8 @@ class IterationScheduler(Scheduler):
     only then are tokens emitted and, if `refill` allows, waiting requests admitted.
     Tokens that exit early keep their slot and idle: the synchronization problem."""
 
-    def __init__(self, state: SlotState):
-        super().__init__(state)
+    def __init__(self, state: SlotState, cfg: SchedulerConfig | None = None):
+        super().__init__(state, cfg)
         self.steps_left = 0  # loop steps left in the current iteration
 
     def computing(self) -> np.ndarray:

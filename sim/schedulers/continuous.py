@@ -2,9 +2,10 @@
 finished requests leave and waiting ones join at every decode-iteration boundary.
 No early exit: every iteration runs all loops."""
 
+from sim.registry import scheduler_registry
 from sim.schedulers.base import IterationScheduler
 
 
+@scheduler_registry.register("continuous", label="continuous (sequence-wise)", color="#0072B2", order=1)
 class ContinuousScheduler(IterationScheduler):
-    name = "continuous"
     honours_exits = False

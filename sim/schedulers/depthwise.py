@@ -5,11 +5,12 @@ admitted request) enters loop 1 in the very next step: no token waits for anothe
 
 import numpy as np
 
+from sim.registry import scheduler_registry
 from sim.schedulers.base import Scheduler
 
 
+@scheduler_registry.register("depthwise", label="continuous depth-wise", color="#009E73", order=3)
 class DepthwiseScheduler(Scheduler):
-    name = "depthwise"
     honours_exits = True
 
     def computing(self) -> np.ndarray:

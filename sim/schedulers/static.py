@@ -2,11 +2,12 @@
 until its longest request finishes (finished requests idle in their slots), and
 only then is the next batch formed. No early exit."""
 
+from sim.registry import scheduler_registry
 from sim.schedulers.base import IterationScheduler
 
 
+@scheduler_registry.register("static", label="static", color="#E69F00", order=0)
 class StaticScheduler(IterationScheduler):
-    name = "static"
     honours_exits = False
 
     def refill(self, now: float) -> None:

@@ -2,9 +2,10 @@
 max(exit loop) loop steps over its tokens, and tokens that exited earlier wait in
 their slots for the slowest one. What ordinary early exit gets in a batch."""
 
+from sim.registry import scheduler_registry
 from sim.schedulers.base import IterationScheduler
 
 
+@scheduler_registry.register("sync_exit", label="synchronized exit", color="#CC79A7", order=2)
 class SyncExitScheduler(IterationScheduler):
-    name = "sync_exit"
     honours_exits = True

@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
+
 REPO = Path(__file__).resolve().parents[2]
 
 

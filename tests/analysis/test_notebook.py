@@ -5,6 +5,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
+
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "analysis" / "notebooks" / "traces.ipynb"
 

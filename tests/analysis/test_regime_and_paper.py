@@ -1,6 +1,7 @@
 """The regime map's pricing and the paper reproduction's rows, against plain `sim.run` runs."""
 
 import shlex
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -20,11 +21,26 @@ def test_one_schedule_priced_by_every_regime_equals_separate_runs():
     smol = next(s for s in settings() if s.name == "smollm2")
     over = [*smol.base, "scheduler=depthwise", "scheduler.batch_size=8", "trace.synthetic.num_requests=24",
             "trace.synthetic.mean_exit=1.4"]
-    priced = price(compose_run(over), regime_configs(over))["throughput"]
+    priced = price(compose_run(over), regime_configs(smol, over))["throughput"]
     assert list(priced) == [label for label, _ in REGIMES]
     for label, extra in (REGIMES[0], REGIMES[2]):  # fixed cost and a roofline
         direct = simulate(compose_run([*over, *extra])).metrics["throughput_tok_s"]
         assert priced[label] == pytest.approx(direct, rel=1e-9)
+
+
+def test_gemma_regimes_compose_in_the_paper_setting():
+    """Every regime composes on the paper setting's trace (a cost model refuses another's keys);
+    the layer-step regime takes the paper's fitted cost per layer, the others their own keys."""
+    gemma = next(s for s in settings() if s.name == "gemma")
+    paper = compose_run(["+paper=gemma_a100"])
+    regimes = regime_configs(gemma, gemma.base)
+    assert [label for label, _, _ in regimes] == [label for label, _ in REGIMES]
+    for label, _, cfg in regimes:
+        assert cfg.trace.synthetic == replace(paper.trace.synthetic, mean_exit=None)  # each point sets its own
+        if cfg.cost.kind == "layer_step":
+            assert cfg.cost.layer_s == pytest.approx(paper.cost.layer_s, rel=1e-5)
+        else:
+            assert not hasattr(cfg.cost, "layer_s")
 
 
 def test_reproduction_table_has_the_issue_columns_and_fits():

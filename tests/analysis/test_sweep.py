@@ -11,6 +11,8 @@ from analysis import load_sweep
 from sim.trace import write_trace
 from tests.sim.helpers import trace_frame
 
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -70,7 +72,7 @@ def test_regather_by_hand_reports_a_killed_point(sweep):
     metrics = next(out.glob("*scheduler.batch_size=4,scheduler=depthwise*/**/metrics.json"))
     metrics.rename(metrics.with_suffix(".bak"))  # as if the job was killed before writing it
     try:
-        proc = run("-m", "sim.sweep", str(out))
+        proc = run("-m", "analysis.sweep", str(out))
         assert proc.returncode == 0, proc.stderr
         assert "3/6 points finished; 3 FAILED" in proc.stdout
         missing = [line for line in proc.stdout.splitlines() if ": missing: " in line]
@@ -82,5 +84,5 @@ def test_regather_by_hand_reports_a_killed_point(sweep):
 
 
 def test_not_a_sweep_dir_is_one_line_error(tmp_path):
-    proc = run("-m", "sim.sweep", str(tmp_path))
+    proc = run("-m", "analysis.sweep", str(tmp_path))
     assert proc.returncode == 1 and "multirun.yaml" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from sim.config import ModelConfig, RunConfig, validate
-from sim.trace import Trace, load_trace_frame
+from sim.trace import Trace, trace_from_frame
 
 
 def trace_frame(exits: list[list[int]], prompt_lens: list[int] | None = None) -> pd.DataFrame:
@@ -17,7 +17,7 @@ def trace_frame(exits: list[list[int]], prompt_lens: list[int] | None = None) ->
 
 
 def make_trace(exits: list[list[int]], num_loops: int, prompt_lens: list[int] | None = None) -> Trace:
-    return load_trace_frame(trace_frame(exits, prompt_lens), "<test>", num_loops)
+    return trace_from_frame(trace_frame(exits, prompt_lens), "<test>", num_loops)
 
 
 def random_exits(rng: np.random.Generator, n_req: int, max_len: int, num_loops: int) -> list[list[int]]:

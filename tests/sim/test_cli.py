@@ -28,6 +28,7 @@ def small_trace(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("scheduler", ["static", "continuous", "sync_exit", "depthwise"])
+@pytest.mark.slow
 def test_each_scheduler_writes_metrics(scheduler, small_trace, tmp_path):
     proc = run_cli(f"scheduler={scheduler}", f"trace.path={small_trace}", "model=smollm2_135m_3x10", *ANALYTIC,
                    f"hydra.run.dir={tmp_path}")
@@ -43,6 +44,7 @@ def test_each_scheduler_writes_metrics(scheduler, small_trace, tmp_path):
     assert "throughput" in proc.stdout
 
 
+@pytest.mark.slow
 def test_default_main_job_runs_on_bundled_trace(tmp_path):
     proc = run_cli("scheduler=depthwise", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr
@@ -69,12 +71,48 @@ def test_bad_config_value_is_one_line_error(tmp_path):
     assert "batch_size" in proc.stderr
 
 
-def test_unknown_scheduler_lists_options(tmp_path):
-    proc = run_cli("scheduler=fastest", f"hydra.run.dir={tmp_path / 'run'}")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "depthwise" in proc.stderr
+@pytest.mark.parametrize("override", ["scheduler=fastest",
+                                      pytest.param("scheduler=base_depthwise", marks=pytest.mark.slow)])
+def test_unknown_scheduler_lists_options(override, tmp_path):
+    proc = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: scheduler='{override.split('=')[1]}' is not known; valid: static, continuous, sync_exit, depthwise"]
 
 
+def test_a_key_of_another_option_is_one_line_error(tmp_path):
+    proc = run_cli("cost=constant", "cost.step_overhead_s=0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "step_overhead_s" in proc.stderr and "ConstantCostConfig" in proc.stderr
+
+
+def test_help_lists_the_registered_options_only():
+    out = run_cli("--help").stdout
+    assert "scheduler: static, continuous, sync_exit, depthwise\n" in out
+    assert "cost: roofline, constant, layer_step\n" in out and "exit.kv_policy: ignore, propagate, recompute, share" in out
+    assert "base_" not in out
+
+
+@pytest.mark.slow  # in-process: tests/sim/test_bundled_traces.py
+def test_the_model_follows_the_trace(tmp_path):
+    proc = run_cli("trace.path=traces/data/smollm2_r3_mc_r64.parquet", "scheduler=depthwise", "progress=false",
+                   f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["model"] == "smollm2_135m_r3_mc" and metrics["loops"] == 3 and metrics["mean_exit_loop"] > 2
+    assert "smollm2_135m_r3_mc, 3 loops: the model the trace's metadata names" in proc.stdout
+
+
+def test_a_trace_without_layout_on_a_model_of_other_loops_lists_models(small_trace, tmp_path):
+    # static ignores exits, and still refuses (every scheduler does: tests/sim/test_config.py)
+    proc = run_cli(f"trace.path={small_trace}", "scheduler=static", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: the trace has num_loops=3 but model.loops=2 (smollm2_135m_r2_mc); bundled models with 3 loops: "
+        "gemma2b_r3, smollm2_135m_3x10, smollm2_135m_r3_mc (model=NAME)"]
+
+
+@pytest.mark.slow
 def test_same_seed_same_metrics_bytes(tmp_path):
     args = ["workload.num_requests=50", "workload=poisson", "workload.rate=200", "seed=3"]
     a, b, c = (tmp_path / n for n in "abc")

@@ -7,11 +7,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import load_config
 from sim.errors import ConfigError
+from sim.registry import discover_all
 from sim.simulation import simulate
 from tests.sim.test_cli import REPO
 
 
 def composed(*overrides: str):
+    discover_all()  # every variant's schema in Hydra's ConfigStore, as sim.run and sim.api do
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -29,17 +31,17 @@ def test_defaults_compose_and_validate():
     ("scheduler.batch_size=0", ["scheduler.batch_size=0", ">= 1"]),
     ("scheduler.batch_size=-3", ["scheduler.batch_size=-3"]),
     ("workload.num_requests=0", ["workload.num_requests=0"]),
-    ("exit.threshold=1.5", ["exit.threshold=1.5"]),
+    ("exit=confidence exit.threshold=1.5", ["exit.threshold=1.5"]),
     ("model.loops=3", ["not divisible by model.loops=3"]),
     ("model.layers_per_block=9", ["model.layers_per_block=9"]),
     ("hardware.memory_gb=0", ["hardware.memory_gb=0"]),
-    ("cost.loop_step_s=0", ["cost.loop_step_s=0"]),
+    ("cost=constant cost.loop_step_s=0", ["cost.loop_step_s=0"]),
     ("cost.bandwidth_efficiency=1.5", ["cost.bandwidth_efficiency"]),
     ("model.n_kv_heads=2", ["n_kv_heads"]),
 ])
 def test_bad_value_names_key(override, fragments):
     with pytest.raises(ConfigError) as info:
-        load_config(composed(override))
+        load_config(composed(*override.split()))
     for fragment in fragments:
         assert fragment in str(info.value)
 
@@ -66,9 +68,37 @@ def test_wrong_type_refused_at_composition():
         composed("scheduler.batch_size=many")
 
 
-def test_every_option_accepts_every_key_of_its_group():
-    cfg = load_config(composed("exit=oracle", "exit.threshold=0.5", "cost=constant", "cost.step_overhead_s=0"))
-    assert cfg.exit.threshold == 0.5 and cfg.cost.kind == "constant"
+@pytest.mark.parametrize("overrides,key", [
+    (["exit=oracle", "exit.threshold=0.5"], "threshold"),  # only exit=confidence has a threshold
+    (["cost=constant", "cost.step_overhead_s=0"], "step_overhead_s"),  # a roofline key
+    (["cost=roofline", "cost.loop_step_s=0.1"], "loop_step_s"),  # a constant-cost key
+])
+def test_each_option_has_only_its_own_keys(overrides, key):
+    with pytest.raises(HydraException, match=key):
+        composed(*overrides)
+
+
+def test_each_option_is_its_own_typed_config():
+    from sim.cost import ConstantCostConfig, RooflineCostConfig
+    from sim.exit_policy import ConfidenceExitConfig
+
+    cfg = load_config(composed("exit=confidence", "exit.threshold=0.5", "cost=constant"))
+    assert isinstance(cfg.exit, ConfidenceExitConfig) and cfg.exit.threshold == 0.5
+    assert isinstance(cfg.cost, ConstantCostConfig) and not hasattr(cfg.cost, "step_overhead_s")
+    cfg = load_config(composed())
+    assert isinstance(cfg.cost, RooflineCostConfig) and not hasattr(cfg.exit, "threshold")
+
+
+def test_a_python_config_gets_its_variants_keys_and_refuses_others():
+    from sim.config import RunConfig, validate
+
+    cfg = RunConfig()
+    cfg.exit.policy, cfg.exit.threshold = "confidence", 0.4
+    assert validate(cfg).exit.threshold == 0.4
+    cfg = RunConfig()
+    cfg.exit.threshold = 0.4  # exit=oracle has no threshold
+    with pytest.raises(ConfigError, match="exit.threshold is not a key of exit=oracle"):
+        validate(cfg)
 
 
 def test_misspelled_key_is_refused():
@@ -76,8 +106,9 @@ def test_misspelled_key_is_refused():
         load_config(composed("scheduler.batchsize=4"))
 
 
-def test_trace_loops_must_match_model_loops():
-    cfg = load_config(composed("model=smollm2_135m_r3_mc"))  # 3 loops; the bundled trace has 2
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "sync_exit", "depthwise"])
+def test_trace_loops_must_match_model_loops_under_every_scheduler(scheduler):
+    cfg = load_config(composed("model=smollm2_135m_r3_mc", f"scheduler={scheduler}"))  # the default trace has 2
     with pytest.raises(ConfigError, match="num_loops=2 but model.loops=3"):
         simulate(cfg)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from sim.config import CostConfig, HardwareConfig, MemoryConfig, ModelConfig, load_config
-from sim.cost import RooflineCost, StepLoad
+from sim.config import HardwareConfig, MemoryConfig, ModelConfig, load_config
+from sim.cost import RooflineCost, RooflineCostConfig, StepLoad
 from sim.memory import KVMemory
 from sim.model_size import kv_bytes_per_token, non_embedding_params
 from tests.sim.test_config import composed
@@ -32,7 +32,7 @@ def load(tokens=1, loops=1, context=0, heads=0, **kw) -> StepLoad:
 
 
 def test_small_batch_is_bandwidth_bound_large_batch_compute_bound():
-    cfg = CostConfig(bandwidth_efficiency=1.0, flops_efficiency=1.0, step_overhead_s=0.0)
+    cfg = RooflineCostConfig(bandwidth_efficiency=1.0, flops_efficiency=1.0, step_overhead_s=0.0)
     m, hw = model("gemma2b_r2"), hardware("a100_40g")
     cost = RooflineCost(cfg, hw, m)
     block_bytes = non_embedding_params(m) * m.dtype_bytes
@@ -42,7 +42,7 @@ def test_small_batch_is_bandwidth_bound_large_batch_compute_bound():
 
 
 def test_each_ingredient_adds_time():
-    cost = RooflineCost(CostConfig(), hardware("a100_40g"), model("gemma2b_r2", lora_rank=64))
+    cost = RooflineCost(RooflineCostConfig(), hardware("a100_40g"), model("gemma2b_r2", lora_rank=64))
     base = cost.step_time(load(tokens=8, context=8 * 512))
     assert cost.step_time(load(tokens=8, loops=2, context=8 * 512)) > base  # a second LoRA
     assert cost.step_time(load(tokens=8, context=8 * 2048)) > base  # longer contexts

@@ -8,11 +8,11 @@ from hypothesis import strategies as st
 from sim.config import RunConfig, validate
 from sim.memory import KVMemory
 from sim.simulation import simulate
-from sim.trace import load_trace_frame
+from sim.trace import trace_from_frame
 from tests.sim.helpers import analytic_config, looped_model, make_trace, trace_frame
 from tests.sim.reference import REFERENCE
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
+SCHEDULERS = tuple(REFERENCE)  # the four with an independent reference
 
 
 @st.composite
@@ -30,7 +30,7 @@ def with_confidences(exits, prompts, n_loops, seed):
     for k in range(1, n_loops + 1):
         frame[f"conf_{k}"] = rng.random(len(frame))
         frame[f"correct_{k}"] = frame.exit_loop <= k
-    return load_trace_frame(frame, "<hypothesis>", n_loops)
+    return trace_from_frame(frame, "<hypothesis>", n_loops)
 
 
 def check_emissions(result, exits):
@@ -61,7 +61,9 @@ def test_invariants_hold(trace_spec, scheduler, batch, exit_policy, kv_policy, o
     cfg = RunConfig()
     cfg.progress, cfg.seed = False, seed
     cfg.scheduler.name, cfg.scheduler.batch_size = scheduler, batch
-    cfg.exit.policy, cfg.exit.kv_policy, cfg.exit.threshold = exit_policy, kv_policy, 0.6
+    cfg.exit.policy, cfg.exit.kv_policy = exit_policy, kv_policy
+    if exit_policy == "confidence":
+        cfg.exit.threshold = 0.6
     cfg.model = looped_model(n_loops)
     if online:
         cfg.workload.arrival, cfg.workload.rate = "poisson", 2000.0

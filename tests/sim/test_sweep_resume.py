@@ -1,5 +1,6 @@
 """A sweep killed halfway, rerun with the same command, finishes only what is missing."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,10 @@ import sys
 import time
 
 from tests.sim.test_cli import REPO
+
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end: subprocesses, a kernel or a sweep
 
 SWEEP = ["-m", "scheduler=static,continuous,sync_exit,depthwise", "workload.num_requests=1500",
          "progress=false", "hydra/launcher=basic"]
@@ -25,16 +30,20 @@ def test_killed_sweep_resumes(tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    finished = {p.parent.name for p in sweep_dir.glob("*/metrics.json")}
+    finished = {p.parent.name: p.read_bytes() for p in sweep_dir.glob("*/metrics.json")}
     assert 1 <= len(finished) < 4, "the kill should land mid-sweep"
-    # a killed point leaves no half-written result behind
-    for job in sweep_dir.iterdir():
-        if job.is_dir() and job.name not in finished:
-            assert not (job / "metrics.json").exists()
+    # whatever is on disk is whole: a metrics.json is complete JSON (metrics.json is written
+    # last and atomically), and only a finished point has one
+    for name, raw in finished.items():
+        metrics = json.loads(raw)
+        assert metrics["num_tokens"] > 0 and (sweep_dir / name / "config.yaml").exists()
 
     rerun = subprocess.run([sys.executable, "-m", "sim.run", *SWEEP, f"hydra.sweep.dir={sweep_dir}"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    for name in finished:
-        assert f"{name}: already finished, skipped" in rerun.stdout
-    assert len(list(sweep_dir.glob("*/metrics.json"))) == 4
+    skipped = {line.split(":")[0] for line in rerun.stdout.splitlines() if line.endswith("already finished, skipped")}
+    assert skipped == set(finished)  # exactly the finished points are skipped ...
+    for name, raw in finished.items():  # ... and left as they were
+        assert (sweep_dir / name / "metrics.json").read_bytes() == raw
+    done = {p.parent.name for p in sweep_dir.glob("*/metrics.json")}
+    assert len(done) == 4 and set(finished) < done  # the others ran now

@@ -70,3 +70,11 @@ def rrtsim_cache(tmp_path, monkeypatch):
     """Keep pools / eval sets of test runs out of the real cache."""
     monkeypatch.setenv("RRTSIM_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test here runs a (tiny or real) torch model: all are slow for the quick loop."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.slow)

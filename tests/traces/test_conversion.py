@@ -25,7 +25,7 @@ def test_original_matches_hf(hf):
     assert (ours - ref).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.num_loops}L-h{s.head}t{s.tail}-{s.init}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.num_loops}L-p{s.prelude_layers}c{s.coda_layers}-{s.init}")
 def test_full_rank_recovers_original(hf, spec):
     ids = torch.randint(0, 101, (2, 13))
     with torch.no_grad():
@@ -58,6 +58,26 @@ def test_exit_after_each_loop_uses_final_norm_and_tied_head(hf):
     assert model.exits == [1, 3, 5]
     for h, o in zip(hs, outs):
         assert torch.allclose(model.logits(h), o)
+
+
+def test_intermediate_exit_runs_the_tail_layers_then_norm_and_head(hf):
+    """The one exit semantics (traces/recursive.py docstring): leaving after loop k runs
+    the unique tail layers, the final norm and the head, not the head straight away."""
+    from traces.llama import decoder_layer, rope_tables
+    model = convert(hf, RecursiveSpec(3, 1, 2, "average", 3))  # 1 + 3x1 + 2 layers
+    assert model.coda_apps == [len(model.apps) - 2, len(model.apps) - 1]
+    ids = torch.randint(0, 101, (1, 7))
+    with torch.no_grad():
+        outs = model(ids)
+        x = model.embed[ids]
+        cos, sin = rope_tables(torch.arange(7)[None], model.dims.head_dim, model.dims.rope_theta, x.dtype)
+        for i in list(range(model.exits[0] + 1)) + model.coda_apps:
+            if i == model.coda_apps[0]:
+                no_tail = model.logits(x)  # the old reading: head right after loop 1
+            a = model.apps[i]
+            x = decoder_layer(x, model._lin(a), a.norm_in, a.norm_post, model.dims, cos, sin, None, None)
+    assert torch.allclose(outs[0], model.logits(x), atol=1e-5)
+    assert (outs[0] - no_tail).abs().max() > 1e-3
 
 
 def test_layout_validation():

@@ -20,7 +20,7 @@ def _cfg(name, overrides):
 def _uptrain(tiny_dir, out, steps):
     from traces.uptrain import train
     cfg = _cfg("uptrain", [f"source={tiny_dir}", f"out_dir={out}", "name=tiny", "num_loops=3",
-                           "head=1", "tail=1", "lora_rank=4", f"max_steps={steps}", "eval_every=2",
+                           "prelude_layers=1", "coda_layers=1", "lora_rank=4", f"max_steps={steps}", "eval_every=2",
                            "eval_prompts=3", "eval_max_new=8", "refresh_every=3", "refresh_batch=3",
                            "refresh_max_new=12", "min_pool_tokens=40", "seq_len=16", "batch=2"])
     return train(cfg)
@@ -65,6 +65,11 @@ def test_trace_contract(recorded):
     for k in REQUIRED_META:
         assert k in meta, k
     assert meta["num_loops"] == "3" and meta["layout"] == "middle_cycle"
+    from sim.layout import Layout
+    # the tiny model: 8 layers = 1 prelude + 3 loops x 2 + 1 coda, LoRA rank 4, width 32
+    assert Layout.from_metadata(meta) == Layout(loops=3, layers_per_block=2, prelude_layers=1, coda_layers=1,
+                                                lora_rank=4)
+    assert meta["source_layers"] == "8" and meta["d_model"] == "32" and meta["vocab"] == "49152"
     df = t.to_pandas()
     N = 3
     for c in ["request_id", "position", "prompt_len", "exit_loop", "token", "teacher_token"] + \
@@ -133,8 +138,8 @@ def test_freeze_shared_trains_only_lora_norms_and_unique_layers(tiny_dir, tmp_pa
     from traces.uptrain import train
     monkeypatch.setenv("RRTSIM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    train(_cfg("uptrain", [f"source={tiny_dir}", f"out_dir={run}", "name=frozen", "num_loops=3", "head=1",
-                           "tail=1", "lora_rank=4", "max_steps=2", "eval_every=0", "eval_prompts=2",
+    train(_cfg("uptrain", [f"source={tiny_dir}", f"out_dir={run}", "name=frozen", "num_loops=3", "prelude_layers=1",
+                           "coda_layers=1", "lora_rank=4", "max_steps=2", "eval_every=0", "eval_prompts=2",
                            "eval_max_new=4", "refresh_every=0", "min_pool_tokens=20", "seq_len=16",
                            "batch=2", "lr=1e-2", "freeze_shared=true", "amp=true"]))
     hf, _ = load_base(str(tiny_dir))
@@ -148,18 +153,59 @@ def test_freeze_shared_trains_only_lora_norms_and_unique_layers(tiny_dir, tmp_pa
     assert all(not torch.equal(a.loras["q"].B, a0.loras["q"].B) for a, a0 in looped)
 
 
-def test_card_threshold_tradeoff_matches_the_simulators_confidence_exit(recorded):
-    from sim.config import ExitConfig
+def test_card_threshold_table_matches_the_simulators_confidence_exit(recorded):
+    from sim.exit_policy import ConfidenceExitConfig
     from sim.exit_policy import apply_exit_policy
     from sim.trace import load_trace
-    from traces.stats import threshold_tradeoff
+    from traces.stats import threshold_table
     df = pq.read_table(recorded["path"]).to_pandas().sort_values(["request_id", "position"])
     trace = load_trace(recorded["path"])
-    curve = threshold_tradeoff(df, [0.0, 0.3, 0.6, 1.01])
+    curve = threshold_table(df, [0.0, 0.3, 0.6, 1.01])
     for t, row in zip([0.0, 0.3, 0.6, 1.01], curve.itertuples()):
-        exits, wrong = apply_exit_policy(trace, ExitConfig(policy="confidence", threshold=t), 3)
+        exits, wrong = apply_exit_policy(trace, ConfidenceExitConfig(threshold=t), 3)
         assert row.mean_exit_loop == pytest.approx(exits.mean())
         assert row.agree_final == pytest.approx(1 - wrong.mean())
     assert curve.mean_exit_loop.iloc[0] == 1.0 and curve.mean_exit_loop.iloc[3] == 3.0
     assert curve.agree_final.iloc[3] == 1.0 and curve.policy.iloc[-1] == "oracle"
     assert "## Confidence exit" in recorded["path"].with_suffix(".md").read_text()
+
+
+def test_card_renders_from_the_trace_alone_without_its_checkpoint(recorded, tiny_dir, tmp_path):
+    """traces.card must not need the (never committed) checkpoint: the run's config, counters
+    and learning curve travel in the trace's metadata."""
+    import shutil
+
+    from traces.card import main as card
+    trace = tmp_path / "moved.parquet"
+    shutil.copy(recorded["path"], trace)
+    shutil.move(recorded["run"], tmp_path / "gone")  # the checkpoint and its curve.csv vanish
+    try:
+        card([str(trace), "--source", str(tiny_dir)])
+    finally:
+        shutil.move(tmp_path / "gone", recorded["run"])
+    text = trace.with_suffix(".md").read_text()
+    assert "## Learning curve" in text and "| 4 |" in text  # the curve's last eval step
+    assert "not recorded in this trace" not in text  # the wall clock came from the metadata
+
+
+def test_record_refuses_to_overwrite_a_trace_unless_asked(recorded, tiny_dir):
+    from traces.record import run as record
+    cfg = _cfg("record", [f"checkpoint={recorded['run'] / 'best.pt'}", f"source={tiny_dir}", "name=tiny",
+                          f"out_dir={recorded['path'].parent}", "num_prompts=1"])
+    with pytest.raises(SystemExit, match="overwrite=true"):
+        record(cfg)
+
+
+def test_kd_losses_equal_torch_kl_div_and_self_distillation_vanishes_on_agreement():
+    import torch.nn.functional as F
+
+    from traces.uptrain import kd_losses, self_distill_losses
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 5, 50)
+    outs = [torch.randn(2, 5, 50) for _ in range(2)]
+    ref = [F.kl_div(F.log_softmax(o, -1).reshape(-1, 50), F.log_softmax(teacher, -1).reshape(-1, 50),
+                    log_target=True, reduction="batchmean") for o in outs]
+    assert torch.allclose(torch.stack(kd_losses(outs, teacher)), torch.stack(ref), atol=1e-5)
+    same = [outs[1].clone(), outs[1]]
+    assert self_distill_losses(same)[0].abs() < 1e-5
+    assert self_distill_losses(outs)[0] > 0.1

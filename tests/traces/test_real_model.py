@@ -55,7 +55,7 @@ def test_full_rank_svd_of_a_real_residual_is_exact(real):
 
 def test_convert_and_record_a_few_tokens(real):
     from traces.prompts import load_prompts
-    from traces.record import record_batch, to_frame
+    from traces.record import record_batch, recorded_frame
     from traces.recursive import RecursiveSpec, convert, original_from_hf
     hf, tok, _ = real
     student = convert(hf, RecursiveSpec(2, 1, 1, "average", 0)).eval()
@@ -63,6 +63,6 @@ def test_convert_and_record_a_few_tokens(real):
     assert student.exits == [14, 29]
     prompts = load_prompts("heldout")[:2]
     rows = record_batch(student, teacher, tok, prompts, max_new=4)
-    df = to_frame(rows, 2)
+    df = recorded_frame(rows, 2)
     assert len(df) == 8 and set(df.exit_loop) <= {1, 2}
     assert df.prompt_len.min() > 20  # ChatML system + user + assistant header

@@ -1,10 +1,11 @@
 """Gathering step of a sweep: a Hydra callback that runs once every point has ended.
 
-Registered in conf/config.yaml under `hydra.callbacks`, it turns the sweep directory
+Registered in conf/config.yaml under `hydra.callbacks` (the simulator itself knows
+nothing of it: sim/ imports nothing from analysis/), it turns the sweep directory
 into `sweep.parquet` (one row per point the command asked for) and the throughput
 plots, and ends the console output with the points that failed, so a failure is
 seen where the sweep was started, not discovered later as a gap in a plot.
-`python -m sim.sweep DIR` does the same by hand, for a sweep that was interrupted
+`python -m analysis.sweep DIR` does the same by hand, for a sweep that was interrupted
 (Hydra skips end callbacks when a launcher raises) or is still running elsewhere.
 """
 
@@ -42,7 +43,7 @@ class GatherSweep(Callback):
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        sys.exit("usage: python -m sim.sweep SWEEP_DIR")
+        sys.exit("usage: python -m analysis.sweep SWEEP_DIR")
     try:
         print(gather_and_plot(Path(args[0])))
     except FileNotFoundError as exc:
