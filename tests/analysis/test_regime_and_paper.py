@@ -43,6 +43,15 @@ def test_gemma_regimes_compose_in_the_paper_setting():
             assert not hasattr(cfg.cost, "layer_s")
 
 
+def test_paper_setting_with_another_cost_model_is_one_line_naming_the_key():
+    """+paper sets cost.layer_s; under cost=roofline that key is refused with its name, exit code 2."""
+    from tests.sim.test_cli import run_cli
+
+    done = run_cli("+paper=gemma_a100", "cost=roofline")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "layer_s" in done.stderr and "RooflineCostConfig" in done.stderr
+
+
 def test_reproduction_table_has_the_issue_columns_and_fits():
     table = pd.read_csv(CSV)
     assert list(table.columns[:6]) == ["row", "paper_x", "rrtsim_tok_s", "rrtsim_x", "fitted", "overrides"]
