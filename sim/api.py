@@ -98,6 +98,14 @@ def follow_trace_model(raw: DictConfig, overrides: Iterable[str]) -> Optional[st
     return name
 
 
+def hydra_message(exc: BaseException) -> str:
+    """Hydra's report in one line: its first line, and the next when the first only
+    introduces it ("In 'paper/gemma_a100': ConfigKeyError raised while composing config:"
+    says nothing of which key without "Key 'layer_s' not in 'RooflineCostConfig'")."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
 def compose(overrides: Iterable[str] = ()) -> RunConfig:
     """The typed config `python -m sim.run <overrides>` would run (Hydra's compose API on
     conf/), validated; a bad value is a ConfigError with one clear line."""
@@ -110,6 +118,6 @@ def compose(overrides: Iterable[str] = ()) -> RunConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             raw = hydra_compose("config", overrides=overrides)
     except HydraException as exc:
-        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+        raise ConfigError(hydra_message(exc)) from None
     follow_trace_model(raw, overrides)
     return load_config(raw)

@@ -33,6 +33,12 @@ class SyntheticTraceConfig:
     length_dist: str = "lognormal"  # fixed | uniform | lognormal
     exit_probs: list[float] = field(default_factory=lambda: [0.45, 0.3, 0.25])
     correlation: float = 0.5
+    # When set, replaces exit_probs by the one-parameter family with this mean exit loop
+    # over len(exit_probs) loops (sim.synthetic.geometric_exit_probs).
+    mean_exit: Optional[float] = None
+    # When set, generated lengths are uniform on [gen_len_min, gen_len] (gen_len a cap,
+    # like max_new_tokens) whatever length_dist says; prompts still follow length_dist.
+    gen_len_min: Optional[int] = None
 
 
 @dataclass
@@ -180,6 +186,9 @@ class MemoryConfig:
     # Fraction of device memory the serving system may use (the rest: activations,
     # allocator slack, CUDA context), as vLLM's gpu_memory_utilization.
     utilization: float = 0.9
+    # Memory a request holds beyond its KV cache (MB, 1e6 bytes), reserved with it at
+    # admission: what a serving stack keeps per sequence (the paper setting derives it).
+    request_overhead_mb: float = 0.0
 
 
 @dataclass
@@ -251,6 +260,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"model.n_heads={m.n_heads} is not a multiple of model.n_kv_heads={m.n_kv_heads}")
     if not 0.0 < cfg.memory.utilization <= 1.0:
         raise ConfigError(f"memory.utilization={cfg.memory.utilization} must be in (0, 1]")
+    _positive(cfg.memory.request_overhead_mb, "memory.request_overhead_mb", allow_zero=True)
     s = cfg.trace.synthetic
     if s is not None:
         _one_of(s.length_dist, ("fixed", "uniform", "lognormal"), "trace.synthetic.length_dist")
@@ -261,6 +271,11 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"trace.synthetic.exit_probs={list(s.exit_probs)} must be >= 0 and sum to 1")
         if not 0.0 <= s.correlation <= 1.0:
             raise ConfigError(f"trace.synthetic.correlation={s.correlation} must be in [0, 1]")
+        if s.mean_exit is not None and not 1.0 <= s.mean_exit <= len(s.exit_probs):
+            raise ConfigError(f"trace.synthetic.mean_exit={s.mean_exit} must be in [1, {len(s.exit_probs)}] "
+                              f"(the loops of exit_probs)")
+        if s.gen_len_min is not None and not 1 <= s.gen_len_min <= s.gen_len:
+            raise ConfigError(f"trace.synthetic.gen_len_min={s.gen_len_min} must be in [1, gen_len={s.gen_len}]")
     return cfg
 
 

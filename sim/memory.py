@@ -18,6 +18,7 @@ class KVMemory:
     def __init__(self, model: ModelConfig, hardware: HardwareConfig, cfg: MemoryConfig, kv_policy):
         self.limited = cfg.limit
         self.per_token = kv_bytes_per_token(model, kv_policy)
+        self.overhead = int(round(cfg.request_overhead_mb * 1e6))  # whole bytes: reservations add up exactly
         usable = hardware.memory_gb * 1e9 * cfg.utilization
         self.weights = weight_bytes(model)
         self.capacity = usable - self.weights if cfg.limit else float("inf")
@@ -28,8 +29,13 @@ class KVMemory:
         self.peak = 0
 
     def request_bytes(self, prompt_len, gen_len):
-        """KV reserved at admission: prompt plus every generated token (ints or arrays)."""
-        return (prompt_len + gen_len) * self.per_token
+        """Reserved at admission: KV of the prompt plus every generated token (ints or
+        arrays), and the request's fixed overhead (`memory.request_overhead_mb`)."""
+        return (prompt_len + gen_len) * self.per_token + self.overhead
+
+    def max_resident(self, prompt_len: int, gen_len: int) -> int:
+        """How many requests of this size fit at once: the memory maximum batch."""
+        return int(self.capacity // self.request_bytes(prompt_len, gen_len))
 
     def fits(self, nbytes: int) -> bool:
         return self.in_use + nbytes <= self.capacity

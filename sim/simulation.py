@@ -19,7 +19,7 @@ from sim.layout import check_loops
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
 from sim.registry import scheduler_registry
-from sim.step import CostedSteps
+from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
 from sim.workload import build_workload
@@ -42,9 +42,10 @@ def load_run_trace(cfg: RunConfig) -> Trace:
 
 
 def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0,
-             log_emits: bool = False) -> SimulationResult:
+             log_emits: bool = False, clock: StepClock | None = None) -> SimulationResult:
     """Run one simulation. `trace` skips loading (sweeps reuse one trace);
-    `timeline_steps` records the first steps slot by slot; `log_emits` every emission.
+    `timeline_steps` records the first steps slot by slot; `log_emits` every emission;
+    `clock` replaces the config's cost model (e.g. to price one schedule several ways).
     The config is validated first (its seams become their variants' config classes)."""
     cfg = validate(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
@@ -61,8 +62,9 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                                  checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                                  edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
+    clock = clock or CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
     scheduler = sched_cls(state, cfg.scheduler)
-    engine = Engine(state, scheduler, CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
+    engine = Engine(state, scheduler, clock,
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {

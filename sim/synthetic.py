@@ -8,6 +8,12 @@ matter for batching because they make a request's total depth lumpier.
 Confidences are drawn so that a threshold policy has a real trade-off: loops at
 or after the exit are usually confident, earlier ones usually not, with overlap.
 
+Two knobs serve studies over exit distributions and batching (analysis.regime_map,
+the paper setting): `mean_exit` sets the exit distribution by one number (a token
+still running leaves after each loop with the same probability, so the share leaving
+after loop 1 follows from the mean), and `gen_len_min` makes generated lengths
+uniform up to a cap, the spread that lets continuous batching gain over static.
+
 Write one to a file (then replay it with trace.path=FILE):
     python -m sim.synthetic my_synthetic_3loop.parquet
 """
@@ -21,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import SyntheticTraceConfig
+from sim.config import RunConfig, SyntheticTraceConfig, validate
+from sim.errors import ConfigError
 from sim.trace import Trace, trace_from_frame, write_trace
 from sim.trace_io import provenance
 
@@ -34,6 +41,36 @@ def _lengths(rng: np.random.Generator, mean: int, n: int, dist: str, minimum: in
     sigma = 0.6  # lognormal with the requested mean
     draws = rng.lognormal(np.log(max(mean, 1)) - sigma**2 / 2, sigma, size=n)
     return np.maximum(minimum, np.round(draws)).astype(np.int64)
+
+
+def geometric_exit_probs(mean_exit: float, num_loops: int) -> np.ndarray:
+    """Exit-loop probabilities over `num_loops` loops with the given mean: after each loop
+    a token still running continues with the same probability c, so P(exit at k) =
+    c^(k-1) (1 - c) and the last loop takes the rest; mean = (1 - c^N) / (1 - c). One
+    parameter from all-exit-at-1 (mean 1, c = 0) to no-exit (mean N, c = 1)."""
+    if not 1.0 <= mean_exit <= num_loops:
+        raise ValueError(f"mean_exit={mean_exit} outside [1, {num_loops}]")
+    k = np.arange(num_loops)
+
+    def mean(c: float) -> float:
+        return float((c ** k).sum())
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # mean(c) increases with c: bisection to double precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean(mid) < mean_exit else (lo, mid)
+    c = (lo + hi) / 2
+    probs = c ** k * (1 - c)
+    probs[-1] = c ** (num_loops - 1)
+    return probs
+
+
+def exit_probs(cfg: SyntheticTraceConfig) -> np.ndarray:
+    """The exit distribution a config asks for: `mean_exit` when set, else `exit_probs`."""
+    if cfg.mean_exit is not None:
+        return geometric_exit_probs(cfg.mean_exit, len(cfg.exit_probs))
+    probs = np.asarray(cfg.exit_probs, dtype=np.float64)
+    return probs / probs.sum()
 
 
 def _exit_loops(rng: np.random.Generator, gen_len: np.ndarray, probs: np.ndarray, rho: float) -> np.ndarray:
@@ -51,10 +88,12 @@ def _exit_loops(rng: np.random.Generator, gen_len: np.ndarray, probs: np.ndarray
 def generate(cfg: SyntheticTraceConfig, seed: int) -> pd.DataFrame:
     """A trace as a DataFrame in the file schema (see README)."""
     rng = np.random.default_rng(seed)
-    probs = np.asarray(cfg.exit_probs, dtype=np.float64)
-    probs = probs / probs.sum()
+    probs = exit_probs(cfg)
     n_loops = probs.size
-    gen_len = _lengths(rng, cfg.gen_len, cfg.num_requests, cfg.length_dist, minimum=1)
+    if cfg.gen_len_min is not None:
+        gen_len = rng.integers(cfg.gen_len_min, cfg.gen_len + 1, size=cfg.num_requests)
+    else:
+        gen_len = _lengths(rng, cfg.gen_len, cfg.num_requests, cfg.length_dist, minimum=1)
     prompt_len = _lengths(rng, cfg.prompt_len, cfg.num_requests, cfg.length_dist, minimum=0)
     exits = _exit_loops(rng, gen_len, probs, cfg.correlation)
     total = exits.size
@@ -90,9 +129,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--length-dist", choices=("fixed", "uniform", "lognormal"), default=defaults.length_dist)
     parser.add_argument("--exit-probs", type=float, nargs="+", default=defaults.exit_probs)
     parser.add_argument("--correlation", type=float, default=defaults.correlation)
+    parser.add_argument("--mean-exit", type=float, default=None,
+                        help="mean exit loop over len(--exit-probs) loops; replaces the probabilities")
+    parser.add_argument("--gen-len-min", type=int, default=None,
+                        help="generated lengths uniform on [this, --gen-len]")
     args = parser.parse_args(argv)
     cfg = SyntheticTraceConfig(args.num_requests, args.prompt_len, args.gen_len, args.length_dist,
-                               list(args.exit_probs), args.correlation)
+                               list(args.exit_probs), args.correlation, args.mean_exit, args.gen_len_min)
+    run = RunConfig()
+    run.trace.synthetic = cfg
+    try:
+        validate(run)
+    except ConfigError as exc:  # bad input: one line, exit code 2
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     frame = generate(cfg, args.seed)
     made_by = provenance(["python", "-m", "sim.synthetic", *(sys.argv[1:] if argv is None else argv)],
                          model="synthetic (sim.synthetic)", loops=len(cfg.exit_probs), seed=args.seed,
