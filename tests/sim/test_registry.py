@@ -65,7 +65,7 @@ def test_a_fifth_scheduler_is_one_module_and_one_yaml(srf):
     trace = make_trace([[1] * 5, [1], [1] * 3], 1)
     cfg.model.name = "smollm2_135m_vanilla"  # one loop (setting the name loads the bundled model)
     result = simulate(cfg, trace=trace)
-    finish = result.requests.set_index("request")["finish_s"] / cfg.cost.loop_step_s
+    finish = result.requests.set_index("request_id")["finish_s"] / cfg.cost.loop_step_s
     assert finish.round(9).tolist() == [9.0, 1.0, 4.0]
     depthwise = simulate(compose(["scheduler.batch_size=1", "cost=constant", "progress=false",
                                   "model=smollm2_135m_vanilla"]), trace=trace)
