@@ -284,11 +284,48 @@ FIGURES = {
 }
 
 
+# The files each group writes into figures/ (stems; PNG and PDF, or .md for tables), so that
+# `--only` takes the file names the README lists as well as the group names.
+# tests/analysis/test_figures.py checks this against the files in figures/.
+GROUP_FILES = {
+    "traces": ["exit_histograms", "threshold_tradeoff"],
+    "uptraining": ["uptraining_curves"],
+    "paper_like": ["throughput_vs_batch_paper_like"],
+    "smollm2": ["throughput_vs_batch_smollm2"],
+    "table": ["throughput_table"],
+    "regime": ["regime_map_gemma", "regime_map_smollm2"],
+    "timeline": ["timeline"],
+    "kv": ["kv_policies"],
+    "latency": ["latency_vs_throughput"],
+    "speculative": ["speculative_throughput", "speculative_run_lengths"],
+}
+FILE_GROUP = {stem: group for group, stems in GROUP_FILES.items() for stem in stems}
+
+
+def _group(name: str) -> str:
+    """A group name, or the file name (with or without its suffix) of a figure it writes."""
+    stem = Path(name).stem if Path(name).suffix in (".png", ".pdf", ".md", ".csv") else name
+    if stem in FIGURES:
+        return stem
+    if stem in FILE_GROUP:
+        return FILE_GROUP[stem]
+    raise argparse.ArgumentTypeError(f"unknown figure {name!r}; groups and their files:\n{_listing()}")
+
+
+def _listing() -> str:
+    return "\n".join(f"  {g}: {', '.join(GROUP_FILES[g])}" for g in FIGURES)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"groups (--only GROUP or --only FILE):\n{_listing()}")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--only", nargs="+", choices=sorted(FIGURES), help="regenerate only these (no README)")
+    parser.add_argument("--only", nargs="+", type=_group, metavar="NAME",
+                        help="regenerate only these groups or files, e.g. timeline or exit_histograms (no README)")
     args = parser.parse_args(argv)
+    if args.only:
+        args.only = list(dict.fromkeys(args.only))
     start, made = time.perf_counter(), readme_provenance()
     args.out.mkdir(parents=True, exist_ok=True)
     outputs: list[Output] = []
