@@ -18,7 +18,7 @@ from sim.errors import ConfigError
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
 EXIT_POLICIES = ("oracle", "confidence", "none")
 KV_POLICIES = ("ignore", "propagate", "recompute", "share")
-COST_MODELS = ("roofline", "constant")
+COST_MODELS = ("roofline", "constant", "profiled")
 ARRIVALS = ("offline", "poisson")
 
 
@@ -80,6 +80,8 @@ class CostConfig:
     bandwidth_efficiency: float = 0.7
     flops_efficiency: float = 0.5
     step_overhead_s: float = 20e-6
+    # profiled: a step profile measured by traces.profile_steps (None: the bundled CPU one)
+    profile: Optional[str] = None
 
 
 @dataclass

@@ -120,4 +120,7 @@ class RooflineCost:
 
 
 def make_cost_model(cfg: CostConfig, hw: HardwareConfig, model: ModelConfig) -> CostModel:
+    if cfg.kind == "profiled":  # fitted to measured steps (sim/cost_profiled.py)
+        from sim.cost_profiled import ProfiledCost
+        return ProfiledCost(cfg, model)
     return ConstantCost(cfg) if cfg.kind == "constant" else RooflineCost(cfg, hw, model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -20,10 +20,10 @@ from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
 from sim.schedulers import SCHEDULERS
 from sim.slots import SlotState
-from sim.step import CostedSteps
+from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
-from sim.workload import build_workload
+from sim.workload import Workload, build_workload
 
 
 @dataclass
@@ -43,9 +43,11 @@ def load_run_trace(cfg: RunConfig) -> Trace:
 
 
 def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0,
-             log_emits: bool = False) -> SimulationResult:
+             log_emits: bool = False, clock: Callable[[Workload, SlotState], StepClock] | None = None
+             ) -> SimulationResult:
     """Run one simulation. `trace` skips loading (sweeps reuse one trace);
-    `timeline_steps` records the first steps slot by slot; `log_emits` every emission."""
+    `timeline_steps` records the first steps slot by slot; `log_emits` every emission;
+    `clock(workload, state)` replaces the cost model's clock (a real backend, traces.execute)."""
     trace = trace if trace is not None else load_run_trace(cfg)
     sched_cls = SCHEDULERS[cfg.scheduler.name]
     m = cfg.model
@@ -57,7 +59,8 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                       checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                       edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
-    engine = Engine(state, sched_cls(state), CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m)),
+    step_clock = clock(wl, state) if clock else CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
+    engine = Engine(state, sched_cls(state), step_clock,
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
     metrics: dict[str, Any] = {
