@@ -84,16 +84,25 @@ def feature_names() -> list[str]:
 
 
 def fit(cols: dict[str, np.ndarray], seconds: np.ndarray) -> np.ndarray:
-    """Least squares on relative error (each sample weighted by 1/its time, so short
-    decode steps count as much as long prefill steps), with terms that have no data
-    (all-zero columns, e.g. no prelude) dropped."""
-    X, _ = features(cols)
+    """Least squares on relative error (each sample weighted by 1/its time, so short decode
+    steps count as much as long prefill steps). Every term but the hinges is a cost that
+    cannot be negative: a term fitted below zero (noise, or collinearity with another) is
+    dropped and the rest refitted, until all are >= 0. Terms without data (all-zero
+    columns, e.g. no prelude) are dropped too."""
+    X, names = features(cols)
     w = 1.0 / seconds
-    used = np.flatnonzero(np.abs(X).sum(axis=0) > 0)
+    free = np.array([n.startswith("tokens_over_") for n in names])
+    used = np.abs(X).sum(axis=0) > 0
     coef = np.zeros(X.shape[1])
-    sol, *_ = np.linalg.lstsq(X[:, used] * w[:, None], seconds * w, rcond=None)
-    coef[used] = sol
-    return coef
+    while True:
+        idx = np.flatnonzero(used)
+        sol, *_ = np.linalg.lstsq(X[:, idx] * w[:, None], seconds * w, rcond=None)
+        coef[:] = 0.0
+        coef[idx] = sol
+        negative = (coef < 0) & ~free & used
+        if not negative.any():
+            return coef
+        used[np.argmin(np.where(negative, coef * np.abs(X).mean(axis=0), np.inf))] = False
 
 
 def holdout_mask(n: int) -> np.ndarray:
@@ -165,6 +174,10 @@ class ProfiledCost:
         self.names = feature_names()
         self.metadata = prof["metadata"]
         self.path = str(path)
+
+    def predict(self, cols: dict[str, np.ndarray]) -> np.ndarray:
+        """Step times of many loads at once, given as the profile's columns."""
+        return np.maximum(features(cols)[0] @ self.coef, 1e-6)
 
     def step_time(self, load) -> float:
         row = load_row(load)

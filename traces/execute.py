@@ -46,8 +46,10 @@ def compose(overrides: list[str]):
 
 
 def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
-             warm: bool = True) -> Executed:
-    """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's."""
+             warm: bool = True, trace=None) -> Executed:
+    """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's.
+    `tokenizer` maps a recorded trace's prompts to ids (None: random ids of the same
+    lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
     import pandas as pd
 
     from sim.simulation import load_run_trace, simulate
@@ -55,7 +57,7 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     from .executor import LOG_COLUMNS, RealSteps, warm_up
     from .serving import request_sequences
 
-    trace = load_run_trace(cfg)
+    trace = trace if trace is not None else load_run_trace(cfg)
     checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
     made: list[RealSteps] = []
 
