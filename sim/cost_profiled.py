@@ -24,17 +24,17 @@ from sim.errors import ConfigError
 PROFILE_FORMAT = "rrtsim-step-profile/1"
 BUNDLED = Path(__file__).resolve().parent / "profiles" / "cpu_smollm2_r2_mc.json"
 LOAD_COLUMNS = ("tokens", "distinct_loops", "context", "entering", "entering_context", "exiting",
-                "exiting_context", "heads", "kv_proj_layers", "prefill_n", "prefill_tokens", "prefill_sq")
+                "exiting_context", "heads", "kv_proj_layers", "prefill_n", "prefill_tokens", "prefill_max")
 LAYOUT_KEYS = ("loops", "layers_per_block", "prelude_layers", "coda_layers", "d_model", "n_heads",
                "n_kv_heads", "head_dim", "d_mlp", "vocab", "lora_rank")
 
 
 def load_row(load) -> tuple[int, ...]:
-    """A StepLoad as the profile's integer columns (prefill as count, tokens, squares)."""
+    """A StepLoad as the profile's integer columns (prefill as count, total and longest prompt)."""
     pre = load.prefill
     return (load.tokens, load.distinct_loops, load.context, load.entering, load.entering_context,
             load.exiting, load.exiting_context, load.heads, load.kv_proj_layers,
-            len(pre), int(sum(pre)), int(sum(p * p for p in pre)))
+            len(pre), int(sum(pre)), int(max(pre)) if len(pre) else 0)
 
 # The step-time form. Each term is a cost the executor really pays (traces/executor.py):
 #   1                      per-step fixed cost: reading the shared block's weights once (~100 MB
@@ -50,8 +50,9 @@ def load_row(load) -> tuple[int, ...]:
 #   [exiting > 0], exiting, exiting_context         the same for the coda layers of leaving tokens
 #   [heads > 0], heads     the LM head: its 49152 x 576 matrix read once, then per row (and the
 #                          softmax statistics a confidence exit reads)
-#   prefill_n, prefill_tokens, prefill_sq           prefill, one forward per admitted prompt:
-#                          all weights read per prompt, matmuls per token, causal attention P^2
+#   prefill, prefill_n, prefill_padded, prefill_padded_sq     prefill of the admitted prompts as one
+#                          right-padded batch: all weights read once, a little per prompt, matmuls
+#                          over n x longest prompt rows, causal attention over n x longest^2 pairs
 TOKEN_KNOTS = (8, 16, 32)
 
 
@@ -72,9 +73,10 @@ def features(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
         "exiting_context": cols["exiting_context"].astype(float),
         "head": (cols["heads"] > 0).astype(float),
         "heads": cols["heads"].astype(float),
+        "prefill": (cols["prefill_n"] > 0).astype(float),
         "prefill_n": cols["prefill_n"].astype(float),
-        "prefill_tokens": cols["prefill_tokens"].astype(float),
-        "prefill_sq": cols["prefill_sq"].astype(float),
+        "prefill_padded": cols["prefill_n"] * cols["prefill_max"].astype(float),
+        "prefill_padded_sq": cols["prefill_n"] * cols["prefill_max"].astype(float) ** 2,
     }
     return np.column_stack(list(feats.values())), list(feats)
 

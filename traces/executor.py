@@ -7,8 +7,7 @@ run and a simulated one differ only in where a step's duration comes from.
 
 What one step does, as `sim.cost` charges it:
   * prefill of the requests admitted before the step: every layer and loop over
-    the prompt, writing every KV cache (one forward per prompt: prompts differ in
-    length, and a per-request loop is per request, not per token);
+    their prompts, writing every KV cache, as one right-padded batch;
   * the prelude layers for tokens entering loop 1 (embedding first);
   * the shared block for every computing token, each with its own loop's LoRA and
     norms. Tokens are sorted by loop so each loop's tokens are one contiguous
@@ -247,58 +246,73 @@ class RealSteps:
     # -- one step -------------------------------------------------------------------
     def run_step(self, batch: StepBatch) -> None:
         if batch.admitted.size:
+            slots = []
             for r in batch.admitted.tolist():
                 where = np.flatnonzero(batch.requests == r)
                 if where.size != 1:
                     raise InvariantError(f"request {r} was admitted but does not compute in the next step")
-                self.prefill(int(batch.slots[where[0]]), r)
+                slots.append(int(batch.slots[where[0]]))
+            self.prefill(slots, batch.admitted.tolist())
         if batch.slots.size:
             self.decode(batch)
 
-    def prefill(self, slot: int, r: int) -> None:
-        """Prompt minus its last token through every layer and loop, filling every cache."""
-        m, d = self.m, self.m.dims
-        P = int(self.prompt_len[r]) - 1
-        self.valid[:, slot] = False
-        if P == 0:
+    def prefill(self, slots: list[int], reqs: list[int]) -> None:
+        """The admitted prompts (minus their last token) through every layer and loop in one
+        batch, right-padded to the longest (a causal mask keeps real tokens off the padding,
+        and padding KV lands beyond each prompt, where decode overwrites it before reading)."""
+        m = self.m
+        lens = [int(self.prompt_len[r]) - 1 for r in reqs]
+        for s_, L in zip(slots, lens):
+            self.valid[:, s_] = False
+            self.valid[:, s_, :L] = True
+        keep = [i for i, L in enumerate(lens) if L > 0]
+        if not keep:
             return
-        self.valid[:, slot, :P] = True
-        ids = self.seq_list[r][:P]
-        x = m.embed[ids]  # (P, d)
-        cos, sin = m.rope(torch.arange(P, device=m.device))
-        cos, sin = cos[:, 0][None, None], sin[:, 0][None, None]  # (1, 1, P, hd)
+        n, Pm = len(keep), max(lens[i] for i in keep)
+        ids = torch.zeros(n, Pm, dtype=torch.long, device=m.device)
+        for row, i in enumerate(keep):
+            ids[row, :lens[i]] = self.seq_list[reqs[i]][:lens[i]]
+        sl = torch.as_tensor([slots[i] for i in keep], device=m.device)
+        x = m.embed[ids]  # (n, Pm, d)
+        cos, sin = m.rope(torch.arange(Pm, device=m.device))
+        cos, sin = cos[:, 0][None, None], sin[:, 0][None, None]  # (1, 1, Pm, hd)
+        causal = self._causal(Pm).repeat(1, m.dims.heads // m.dims.kv_heads, 1)
         for (w, n_in, n_post), kv in zip(m.prelude, self.kv_pre):
-            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, slot, P, cos, sin)
+            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, sl, cos, sin, causal)
+        share = self.kv_policy == "share"
         for k in range(m.loops):
             for j in range(m.block_n):
-                write = self.kv_block[k][j] if self.kv_policy != "share" or k == 0 else None
-                read = self.kv_block[k if self.kv_policy != "share" else 0][j]
+                write = self.kv_block[k][j] if not share or k == 0 else None
+                read = self.kv_block[0 if share else k][j]
                 x = self._prefill_layer(x, m.block[j], m.lora[k][j], m.norm_in[j][k], m.norm_post[j][k],
-                                        write, read, slot, P, cos, sin)
+                                        write, read, sl, cos, sin, causal)
         for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
-            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, slot, P, cos, sin)
+            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, sl, cos, sin, causal)
 
-    def _prefill_layer(self, x, w: Dense, lo: Delta | None, n_in, n_post, write, read, slot, P, cos, sin):
+    def _prefill_layer(self, x, w: Dense, lo: Delta | None, n_in, n_post, write, read, sl, cos, sin, causal):
         m, d = self.m, self.m.dims
+        n, P = x.shape[0], x.shape[1]
+        rep = d.heads // d.kv_heads
         h = rms_norm(x, n_in, d.eps)
         qkv = F.linear(h, w.qkv)
         if lo is not None:
             qkv = qkv + F.linear(F.linear(h, lo.a_qkv), lo.b_qkv)
         q, k, v = qkv.split([m.q_width, m.kv_width, m.kv_width], dim=-1)
-        q = _rope(q.view(P, d.heads, d.head_dim).transpose(0, 1)[None], cos, sin)
+        q = _rope(q.view(n, P, d.heads, d.head_dim).transpose(1, 2), cos, sin)
         if write is not None:
-            k = _rope(k.view(P, d.kv_heads, d.head_dim).transpose(0, 1)[None], cos, sin)
-            v = v.view(P, d.kv_heads, d.head_dim).transpose(0, 1)[None]
-            write[0][slot, :, :P] = k[0]
-            write[1][slot, :, :P] = v[0]
+            k = _rope(k.view(n, P, d.kv_heads, d.head_dim).transpose(1, 2), cos, sin)
+            v = v.view(n, P, d.kv_heads, d.head_dim).transpose(1, 2)
+            write[0][sl, :, :P] = k
+            write[1][sl, :, :P] = v
         else:
-            k, v = read[0][slot:slot + 1, :, :P], read[1][slot:slot + 1, :, :P]
-        rep = d.heads // d.kv_heads
-        qq = q[0].reshape(d.kv_heads, rep * P, d.head_dim)
-        causal = self._causal(P).repeat(1, rep, 1)  # (1, rep * P, P)
-        sc = torch.baddbmm(causal.expand(d.kv_heads, rep * P, P), qq, k[0].transpose(1, 2), alpha=d.head_dim ** -0.5)
+            k, v = read[0][sl, :, :P], read[1][sl, :, :P]
+        qq = q.reshape(n * d.kv_heads, rep * P, d.head_dim)
+        kk = k.reshape(n * d.kv_heads, P, d.head_dim)
+        vv = v.reshape(n * d.kv_heads, P, d.head_dim)
+        sc = torch.baddbmm(causal.expand(n * d.kv_heads, rep * P, P), qq, kk.transpose(1, 2),
+                           alpha=d.head_dim ** -0.5)
         pr = torch.softmax(sc, -1, dtype=torch.float32).to(x.dtype)
-        a = torch.bmm(pr, v[0]).view(d.heads, P, d.head_dim).transpose(0, 1).reshape(P, m.q_width)
+        a = torch.bmm(pr, vv).view(n, d.heads, P, d.head_dim).transpose(1, 2).reshape(n, P, m.q_width)
         o = F.linear(a, w.o)
         if lo is not None:
             o = o + F.linear(F.linear(a, lo.a_o), lo.b_o)

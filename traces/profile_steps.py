@@ -34,7 +34,7 @@ from sim.cost import StepLoad
 from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
 
 TOKEN_CHOICES = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48)
-PREFILL_CHOICES = (1, 2, 4, 8)
+PREFILL_CHOICES = (1, 2, 4, 8, 16)
 MAX_GEN = 128
 
 
@@ -110,7 +110,7 @@ class Grid:
             loops = rng.integers(1, N + 1, size=n)
         p_exit_early = float(rng.choice([0.0, 0.45])) if N > 1 else 0.0
         leaving = (loops == N) | ((loops < N) & (rng.random(n) < p_exit_early))
-        n_pre = int(rng.choice(PREFILL_CHOICES)) if rng.random() < 0.2 else 0
+        n_pre = int(rng.choice(PREFILL_CHOICES)) if rng.random() < 0.15 else 0
         n_pre = min(n_pre, int((loops == 1).sum()))
         reqs = rng.choice(self.n_req, n, replace=False)
         pos = rng.integers(0, MAX_GEN, size=n)
