@@ -134,6 +134,18 @@ class PackedModel:
                     _block_diag_b([B["gate"], B["up"]]).to(**to).contiguous(),
                     A["down"].to(**to).contiguous(), B["down"].to(**to).contiguous()))
             self.lora.append(row)
+        # lora_all[j]: every loop's LoRA of block position j side by side (A stacked, B concatenated
+        # along the rank), so a step mixing loops applies all deltas in two matmuls per linear, each
+        # row masked to its own loop's rank block (traces/executor.py RealSteps._layer)
+        self.lora_all: list[Delta | None] = []
+        for j in range(K):
+            parts = [self.lora[k][j] for k in range(N)]
+            if any(p_ is None for p_ in parts):
+                self.lora_all.append(None)
+                continue
+            cat = {f: torch.cat([getattr(p_, f) for p_ in parts], dim=0 if f.startswith("a_") else 1).contiguous()
+                   for f in Delta.__dataclass_fields__}
+            self.lora_all.append(Delta(**cat))
         self.embed = model.embed.detach().to(**to).contiguous()
         self.final_norm = model.final_norm.detach().to(**to)
         self.q_width = d.heads * d.head_dim
@@ -203,13 +215,13 @@ class RealSteps:
         B = batch_size
         kv_loops = 1 if kv_policy == "share" else m.loops
 
-        def cache():
-            return (torch.zeros(B, d.kv_heads, t_max, d.head_dim, dtype=dt, device=dev),
-                    torch.zeros(B, d.kv_heads, t_max, d.head_dim, dtype=dt, device=dev))
+        def cache(loops):  # (loop, slot, kv_head, position, head_dim): one tensor over loops, so
+            shape = (loops, B, d.kv_heads, t_max, d.head_dim)  # one gather serves a mixed-loop step
+            return torch.zeros(shape, dtype=dt, device=dev), torch.zeros(shape, dtype=dt, device=dev)
 
-        self.kv_pre = [cache() for _ in m.prelude]
-        self.kv_coda = [cache() for _ in m.coda]
-        self.kv_block = [[cache() for _ in range(m.block_n)] for _ in range(kv_loops)]
+        self.kv_pre = [cache(1) for _ in m.prelude]
+        self.kv_coda = [cache(1) for _ in m.coda]
+        self.kv_block = [cache(kv_loops) for _ in range(m.block_n)]
         # valid[k][slot, t]: position t has KV at loop k+1 (kv_policy=ignore)
         self.valid = torch.zeros(kv_loops, B, t_max, dtype=torch.bool, device=dev)
         self.hidden = torch.zeros(B, d.hidden, dtype=dt, device=dev)  # residual stream between loops
@@ -277,17 +289,18 @@ class RealSteps:
         cos, sin = m.rope(torch.arange(Pm, device=m.device))
         cos, sin = cos[:, 0][None, None], sin[:, 0][None, None]  # (1, 1, Pm, hd)
         causal = self._causal(Pm).repeat(1, m.dims.heads // m.dims.kv_heads, 1)
-        for (w, n_in, n_post), kv in zip(m.prelude, self.kv_pre):
-            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, sl, cos, sin, causal)
+        for (w, n_in, n_post), (K, V) in zip(m.prelude, self.kv_pre):
+            x = self._prefill_layer(x, w, None, n_in, n_post, (K[0], V[0]), (K[0], V[0]), sl, cos, sin, causal)
         share = self.kv_policy == "share"
         for k in range(m.loops):
             for j in range(m.block_n):
-                write = self.kv_block[k][j] if not share or k == 0 else None
-                read = self.kv_block[0 if share else k][j]
+                K, V = self.kv_block[j]
+                write = (K[k], V[k]) if not share or k == 0 else None
+                read = (K[0], V[0]) if share else (K[k], V[k])
                 x = self._prefill_layer(x, m.block[j], m.lora[k][j], m.norm_in[j][k], m.norm_post[j][k],
                                         write, read, sl, cos, sin, causal)
-        for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
-            x = self._prefill_layer(x, w, None, n_in, n_post, kv, kv, sl, cos, sin, causal)
+        for (w, n_in, n_post), (K, V) in zip(m.coda, self.kv_coda):
+            x = self._prefill_layer(x, w, None, n_in, n_post, (K[0], V[0]), (K[0], V[0]), sl, cos, sin, causal)
 
     def _prefill_layer(self, x, w: Dense, lo: Delta | None, n_in, n_post, write, read, sl, cos, sin, causal):
         m, d = self.m, self.m.dims
@@ -335,20 +348,34 @@ class RealSteps:
             out = out + F.linear(F.linear(a, lo.a_down), lo.b_down)
         return out
 
-    def _group(self, a: int, b: int, slots_np, pos_np, slots, pos, vrow: int | None) -> "_Group":
-        """Rows a:b of the step attending over one cache family; mask built once per step."""
-        sl_np, ps_np = slots_np[a:b], pos_np[a:b]
-        L = int(ps_np.max()) + 1
-        contiguous = bool(np.all(np.diff(sl_np) == 1))
-        sl, ps = slots[a:b], pos[a:b]
+    def _plan(self, cache_loop: np.ndarray, slots_np: np.ndarray, pos_np: np.ndarray, validity: bool,
+              writes: int) -> "_Plan":
+        """How the rows of a step attend: cache loop, slot and position per row; the first
+        `writes` rows write their K/V (the others only read, kv_policy=share); one additive
+        mask for all rows, built once per step and shared by every layer."""
+        dev, d = self.m.device, self.m.dims
+        n = slots_np.size
+        L = int(pos_np.max()) + 1
+        li, sl, ps = (torch.as_tensor(a, device=dev) for a in (cache_loop, slots_np, pos_np))
+        view = None
+        if np.all(cache_loop == cache_loop[0]) and np.all(np.diff(slots_np) == 1):
+            view = (int(cache_loop[0]), int(slots_np[0]))  # one loop, consecutive slots: read a view, no copy
         mask = self.t_arange[:L][None, :] <= ps[:, None]
-        if vrow is not None:
-            mask = mask & self.valid[vrow, sl, :L]
-        d = self.m.dims
-        bias = torch.zeros(mask.shape, dtype=self.m.dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
-        bias = bias[:, None, None, :].expand(b - a, d.kv_heads, d.heads // d.kv_heads, L)
-        return _Group(a, b, sl, ps, L, int(sl_np[0]) if contiguous else None,
-                      bias.reshape((b - a) * d.kv_heads, d.heads // d.kv_heads, L))
+        if validity:
+            mask = mask & self.valid[li, sl, :L]
+        bias = torch.zeros(mask.shape, dtype=self.m.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+        rep = d.heads // d.kv_heads
+        bias = bias[:, None, None, :].expand(n, d.kv_heads, rep, L).reshape(n * d.kv_heads, rep, L)
+        w = slice(0, writes)
+        return _Plan(n, writes, li[w], sl[w], ps[w], li, sl, view, L, bias)
+
+    def _lora_masks(self, loops_np: np.ndarray, j: int) -> dict[str, torch.Tensor]:
+        """Per row, ones over its own loop's LoRA rank block of the loop-concatenated LoRA."""
+        m = self.m
+        onehot = torch.as_tensor(loops_np[:, None] - 1 == np.arange(m.loops)[None, :], device=m.device).to(m.dtype)
+        lo = m.lora[0][j]
+        return {k: onehot.repeat_interleave(getattr(lo, f"a_{k}").shape[0], dim=1)
+                for k in ("qkv", "o", "gu", "down")}
 
     def decode(self, batch: StepBatch) -> None:
         m, d = self.m, self.m.dims
@@ -359,41 +386,43 @@ class RealSteps:
         req_np = batch.requests[order]
         leaving_np = batch.leaving[order]
         pos_np = self.prompt_len[req_np] - 1 + batch.positions[order]  # absolute position of the input
-        counts = np.bincount(loops_np, minlength=m.loops + 1)
-        bounds = np.concatenate(([0], np.cumsum(counts[1:])))
         n = slots_np.size
+        n_enter = int(np.count_nonzero(loops_np == 1))
         slots = torch.as_tensor(slots_np, device=dev)
         pos = torch.as_tensor(pos_np, device=dev)
         cos, sin = m.rope(pos)
-        n_enter = int(counts[1])
         # residual stream: loop-1 tokens start from the embedding (+ prelude), others resume
-        if n_enter == n:
-            x = torch.empty(n, d.hidden, dtype=m.dtype, device=dev)
-        else:
-            x = self.hidden[slots]
+        x = torch.empty(n, d.hidden, dtype=m.dtype, device=dev) if n_enter == n else self.hidden[slots]
         if n_enter:
             ids = self.flat[torch.as_tensor(self.seq_off[req_np[:n_enter]] + pos_np[:n_enter], device=dev)]
             xe = m.embed[ids]
             if m.prelude:
-                g = [self._group(0, n_enter, slots_np, pos_np, slots, pos, None)]
+                plan = self._plan(np.zeros(n_enter, np.int64), slots_np[:n_enter], pos_np[:n_enter], False, n_enter)
                 c, s = cos[:n_enter], sin[:n_enter]
                 for (w, n_in, n_post), kv in zip(m.prelude, self.kv_pre):
-                    xe = self._layer(xe, w, (), n_in, n_post, g, [kv], [True], c, s)
+                    xe = self._layer(xe, w, None, None, n_in, n_post, plan, kv, c, s)
             x[:n_enter] = xe
         share = self.kv_policy == "share"
-        if not share:  # this step's tokens now hold KV at their loop
+        present = np.unique(loops_np)
+        if share:  # every loop reads loop 1's KV; only loop-1 rows (sorted first) write it
+            plan = self._plan(np.zeros(n, np.int64), slots_np, pos_np, False, n_enter)
+        else:  # this step's tokens now hold KV at their loop; deeper loops see only what reached them
             self.valid[torch.as_tensor(loops_np - 1, device=dev), slots, pos] = True
-        loops_present = [k for k in range(1, m.loops + 1) if counts[k]]
-        groups = [self._group(int(bounds[k - 1]), int(bounds[k]), slots_np, pos_np, slots, pos,
-                              None if share else k - 1) for k in loops_present]
-        writes = [not (share and k > 1) for k in loops_present]
-        lidx = torch.as_tensor(loops_np - 1, device=dev)
+            plan = self._plan(loops_np - 1, slots_np, pos_np, True, n)
+        if present.size == 1:
+            k0 = int(present[0]) - 1
+            norm_in = [m.norm_in[j][k0] for j in range(m.block_n)]
+            norm_post = [m.norm_post[j][k0] for j in range(m.block_n)]
+            loras = [(m.lora[k0][j], None) for j in range(m.block_n)]
+        else:  # tokens of several loops: each row's norms gathered, LoRA deltas batched over loops
+            lidx = torch.as_tensor(loops_np - 1, device=dev)
+            norm_in = [m.norm_in[j][lidx] for j in range(m.block_n)]
+            norm_post = [m.norm_post[j][lidx] for j in range(m.block_n)]
+            masks = self._lora_masks(loops_np, 0) if m.lora_all[0] is not None else None
+            loras = [(m.lora_all[j], masks) for j in range(m.block_n)]
         for j in range(m.block_n):
-            caches = [self.kv_block[0 if share else k - 1][j] for k in loops_present]
-            loras = [(g.a, g.b, m.lora[k - 1][j]) for g, k in zip(groups, loops_present)]
-            n_in = m.norm_in[j][lidx] if len(groups) > 1 else m.norm_in[j][loops_present[0] - 1]
-            n_post = m.norm_post[j][lidx] if len(groups) > 1 else m.norm_post[j][loops_present[0] - 1]
-            x = self._layer(x, m.block[j], loras, n_in, n_post, groups, caches, writes, cos, sin)
+            lo, masks = loras[j]
+            x = self._layer(x, m.block[j], lo, masks, norm_in[j], norm_post[j], plan, self.kv_block[j], cos, sin)
         self.hidden[slots] = x
         # leaving tokens: coda, final norm, head; with exit checks every other token: head too
         leave = np.flatnonzero(leaving_np)
@@ -401,12 +430,10 @@ class RealSteps:
             li = torch.as_tensor(leave, device=dev)
             xl = x[li]
             if m.coda:
-                lsl, lps = slots_np[leave], pos_np[leave]
-                g = [self._group(0, leave.size, lsl, lps, torch.as_tensor(lsl, device=dev),
-                                 torch.as_tensor(lps, device=dev), None)]
+                plan = self._plan(np.zeros(leave.size, np.int64), slots_np[leave], pos_np[leave], False, leave.size)
                 c, s = cos[li], sin[li]
                 for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
-                    xl = self._layer(xl, w, (), n_in, n_post, g, [kv], [True], c, s)
+                    xl = self._layer(xl, w, None, None, n_in, n_post, plan, kv, c, s)
         if self.checks_every_loop:
             heads = x
             if leave.size:
@@ -425,74 +452,76 @@ class RealSteps:
                                  "loops": loops_np[rows], "leaving": leaving_np[rows],
                                  "logits": logits.float().cpu(), "conf": conf.cpu()})
 
-    def _layer(self, x, w: Dense, loras, n_in, n_post, groups, caches, writes, cos, sin):
-        """One decoder layer over all rows of x: shared weights once, LoRA and attention
-        per group (rows a:b of one loop, over that loop's cache)."""
+    def _layer(self, x, w: Dense, lo: Delta | None, masks, n_in, n_post, plan: "_Plan", cache, cos, sin):
+        """One decoder layer over all rows of the step: shared weights applied once, LoRA deltas
+        (one loop's, or all loops' with each row masked to its own), attention over the cache."""
         m, d = self.m, self.m.dims
         n = x.shape[0]
+
+        def delta(h, kind):
+            t = F.linear(h, getattr(lo, f"a_{kind}"))
+            if masks is not None:
+                t = t * masks[kind]
+            return F.linear(t, getattr(lo, f"b_{kind}"))
+
         h = _norm_rows(x, n_in, d.eps)
         qkv = F.linear(h, w.qkv)
-        for a, b, lo in loras:
-            if lo is not None:
-                qkv[a:b] += F.linear(F.linear(h[a:b], lo.a_qkv), lo.b_qkv)
+        if lo is not None:
+            qkv += delta(h, "qkv")
         q, k, v = qkv.split([m.q_width, m.kv_width, m.kv_width], dim=-1)
         q = _rope(q.view(n, d.heads, d.head_dim), cos, sin)
         k = _rope(k.view(n, d.kv_heads, d.head_dim), cos, sin)
         v = v.view(n, d.kv_heads, d.head_dim)
-        if len(groups) == 1:
-            att = self._attend(groups[0], caches[0], writes[0], q, k, v)
-        else:
-            att = torch.cat([self._attend(g, c, wr, q, k, v) for g, c, wr in zip(groups, caches, writes)])
-        att = att.reshape(n, m.q_width)
+        att = self._attend(plan, cache, q, k, v).reshape(n, m.q_width)
         o = F.linear(att, w.o)
-        for a, b, lo in loras:
-            if lo is not None:
-                o[a:b] += F.linear(F.linear(att[a:b], lo.a_o), lo.b_o)
+        if lo is not None:
+            o += delta(att, "o")
         x = x + o
         h = _norm_rows(x, n_post, d.eps)
         gu = F.linear(h, w.gate_up)
-        for a, b, lo in loras:
-            if lo is not None:
-                gu[a:b] += F.linear(F.linear(h[a:b], lo.a_gu), lo.b_gu)
+        if lo is not None:
+            gu += delta(h, "gu")
         g_, u = gu.chunk(2, dim=-1)
         act = F.silu(g_) * u
         out = F.linear(act, w.down)
-        for a, b, lo in loras:
-            if lo is not None:
-                out[a:b] += F.linear(F.linear(act[a:b], lo.a_down), lo.b_down)
+        if lo is not None:
+            out += delta(act, "down")
         return x + out
 
-    def _attend(self, g: "_Group", cache, write: bool, q, k, v):
-        """Grouped-query attention of one token per row over its slot's cache, as two
-        batched matmuls with an additive mask (torch's CPU SDPA kernel is 4-40x slower
-        for one query per sequence with a mask on this machine)."""
+    def _attend(self, plan: "_Plan", cache, q, k, v):
+        """Grouped-query attention of one token per row over its (loop, slot) cache, as two
+        batched matmuls with an additive mask (torch's CPU SDPA kernel is 4-40x slower for
+        one query per sequence with a mask on this machine)."""
         d = self.m.dims
-        kc, vc = cache
-        a, b = g.a, g.b
-        n, rep = b - a, d.heads // d.kv_heads
-        if write:
-            kc[g.slots, :, g.pos] = k[a:b]
-            vc[g.slots, :, g.pos] = v[a:b]
-        if g.first is not None:  # contiguous slots: a view, no copy
-            kk, vv = kc[g.first:g.first + n, :, :g.L], vc[g.first:g.first + n, :, :g.L]
+        K, V = cache
+        n, rep = plan.n, d.heads // d.kv_heads
+        if plan.writes:
+            K[plan.w_loop, plan.w_slot, :, plan.w_pos] = k[:plan.writes]
+            V[plan.w_loop, plan.w_slot, :, plan.w_pos] = v[:plan.writes]
+        if plan.view is not None:
+            lp, s0 = plan.view
+            kk, vv = K[lp, s0:s0 + n, :, :plan.L], V[lp, s0:s0 + n, :, :plan.L]
         else:
-            kk, vv = kc[g.slots, :, :g.L], vc[g.slots, :, :g.L]
-        kk = kk.reshape(n * d.kv_heads, g.L, d.head_dim)
-        vv = vv.reshape(n * d.kv_heads, g.L, d.head_dim)
-        qq = q[a:b].reshape(n * d.kv_heads, rep, d.head_dim)
-        s = torch.baddbmm(g.bias, qq, kk.transpose(1, 2), alpha=d.head_dim ** -0.5)
+            kk, vv = K[plan.loop, plan.slot, :, :plan.L], V[plan.loop, plan.slot, :, :plan.L]
+        kk = kk.reshape(n * d.kv_heads, plan.L, d.head_dim)
+        vv = vv.reshape(n * d.kv_heads, plan.L, d.head_dim)
+        qq = q.reshape(n * d.kv_heads, rep, d.head_dim)
+        s = torch.baddbmm(plan.bias, qq, kk.transpose(1, 2), alpha=d.head_dim ** -0.5)
         p = torch.softmax(s, -1, dtype=torch.float32).to(q.dtype)
         return torch.bmm(p, vv).view(n, d.heads, d.head_dim)
 
 
 @dataclass
-class _Group:
-    a: int
-    b: int
-    slots: torch.Tensor
-    pos: torch.Tensor
-    L: int
-    first: int | None  # first slot when the group's slots are consecutive
+class _Plan:
+    n: int
+    writes: int  # the first `writes` rows write their K/V
+    w_loop: torch.Tensor
+    w_slot: torch.Tensor
+    w_pos: torch.Tensor
+    loop: torch.Tensor  # cache loop each row reads
+    slot: torch.Tensor
+    view: tuple[int, int] | None  # (loop, first slot) when all rows read one loop's consecutive slots
+    L: int  # positions read: the deepest row's position + 1
     bias: torch.Tensor  # (rows * kv_heads, heads / kv_heads, L): 0 where a row may attend, -inf elsewhere
 
 
