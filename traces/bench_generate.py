@@ -7,6 +7,8 @@ prompts, both in the same dtype, pinned the same way, each request generating th
 same number of tokens (generate is forced to --new tokens; the executor is fed the
 tokens generate produced, teacher-forced). Reports generated tokens per second of
 each and their ratio at each batch size; the executor must not be slower at batch >= 8.
+Both are timed by the same clock (traces.executor.step_timer: process CPU time with one
+CPU thread, wall time otherwise).
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ from pathlib import Path
 import numpy as np
 
 
-def hf_generate(hf, tok, prompts: list[list[int]], batch: int, new: int, device) -> tuple[float, list[np.ndarray]]:
+def hf_generate(hf, tok, prompts: list[list[int]], batch: int, new: int, device,
+                timer: str = "wall") -> tuple[float, list[np.ndarray]]:
+    """Seconds generate takes (by the executor's step clock, so both are timed alike) and its tokens."""
     import torch
+    clock = time.process_time if timer == "process" else time.perf_counter
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     outs, t = [], 0.0
     for i in range(0, len(prompts), batch):
@@ -31,13 +36,13 @@ def hf_generate(hf, tok, prompts: list[list[int]], batch: int, new: int, device)
         for b, p in enumerate(chunk):
             ids[b, P - len(p):] = torch.tensor(p)
             mask[b, P - len(p):] = 1
-        t0 = time.perf_counter()
+        t0 = clock()
         with torch.inference_mode():
             g = hf.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
                             min_new_tokens=new, do_sample=False, pad_token_id=pad)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t += time.perf_counter() - t0
+        t += clock() - t0
         outs.extend(g[:, P:].cpu().numpy())
     return t, outs
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sim.config import ModelConfig
 
-    from .executor import PackedModel, warm_up
+    from .executor import PackedModel, step_timer, warm_up
     from .generate import chat_ids
     from .prompts import load_prompts
     from .quiet import background_paused, pin
@@ -104,20 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     packed = PackedModel(vanilla, dtype, args.device)
     del vanilla
     texts = [p["prompt"] for p in load_prompts("heldout")]
+    timer = step_timer(device)
     rows = []
     with background_paused() as paused:
         warm_up(packed)
         hf_generate(hf, tok, [chat_ids(tok, texts[0])], 1, 4, device)  # warm-up
         for b, n in zip(map(int, args.batches.split(",")), map(int, args.requests.split(","))):
             prompts = [chat_ids(tok, t) for t in texts[:n]]
-            t_hf, gens = hf_generate(hf, tok, prompts, b, args.new, device)
+            t_hf, gens = hf_generate(hf, tok, prompts, b, args.new, device, timer)
             t_ex = executor_run(packed, prompts, gens, b, args.new)
             tokens = n * args.new
             rows.append({"batch": b, "requests": n, "tokens": tokens, "generate_tok_s": tokens / t_hf,
                          "executor_tok_s": tokens / t_ex, "executor_over_generate": t_hf / t_ex})
             print(f"batch {b:>3}: generate {tokens / t_hf:7.1f} tok/s, executor {tokens / t_ex:7.1f} tok/s "
                   f"({t_hf / t_ex:.2f}x)", file=sys.stderr)
-    info = {**placement, "device": args.device, "dtype": args.dtype, "new_tokens": args.new,
+    info = {**placement, "timer": timer, "device": args.device, "dtype": args.dtype, "new_tokens": args.new,
             "background_paused": paused is not None, "torch": torch.__version__, "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 an
 reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
 `backend: real` and how it was measured), requests.parquet, config.yaml and
 steps.parquet (per step: the load the cost model sees and the measured seconds).
-The makespan is the sum of measured step times: the engine's clock.
+The makespan is the sum of measured step times: the engine's clock. On a CPU with one
+torch thread a step is timed by the process's CPU time (see executor.step_timer: a
+shared machine's other jobs do not count); wall time is logged beside it.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def compose(overrides: list[str]):
 
 
 def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
-             warm: bool = True, trace=None) -> Executed:
+             warm: bool = True, trace=None, timer: str = "auto") -> Executed:
     """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's.
     `tokenizer` maps a recorded trace's prompts to ids (None: random ids of the same
     lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
@@ -64,7 +66,7 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     def clock(wl, state):
         seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
         rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
-                       checks_every_loop=state.checks_every_loop, record=record)
+                       checks_every_loop=state.checks_every_loop, record=record, timer=timer)
         made.append(rs)
         return rs
 
@@ -78,7 +80,8 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     metrics = dict(result.metrics)
     metrics.update({"backend": "real", "cost": None, "hardware": None, "wall_s": wall,
                     "device": str(packed.device), "dtype": str(packed.dtype).replace("torch.", ""),
-                    "step_s_median": float(steps.seconds.median()) if len(steps) else None})
+                    "step_s_median": float(steps.seconds.median()) if len(steps) else None,
+                    "step_timer": rs.timer, "wall_steps_s": float(steps.wall_seconds.sum())})
     return Executed(metrics, result.requests, steps, result.emit_log, rs.records)
 
 
@@ -92,6 +95,7 @@ def _parse(argv: list[str]):
     ap.add_argument("--source", default="gguf", help="base model (traces.base_model.load_base)")
     ap.add_argument("--out", default=None, help="output dir (default runs/execute/<time>_<scheduler>)")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
+    ap.add_argument("--timer", default="auto", choices=["auto", "process", "wall"], help="step clock")
     return ap.parse_known_args(argv)
 
 
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         packed = PackedModel(model, getattr(torch, args.dtype), args.device)
         del model
         with background_paused(not args.no_pause) as paused:
-            res = run_real(cfg, packed, tok)
+            res = run_real(cfg, packed, tok, timer=args.timer)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

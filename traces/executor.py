@@ -50,7 +50,7 @@ from .recursive import RecursiveLM
 KV_POLICIES = ("ignore", "share")
 # One row of the per-step log: the load a cost model sees, then the measured seconds
 # (the profile and sim.cost_profiled use the same columns).
-LOG_COLUMNS = LOAD_COLUMNS + ("seconds",)
+LOG_COLUMNS = LOAD_COLUMNS + ("seconds", "wall_seconds")
 
 
 @dataclass
@@ -171,6 +171,19 @@ class PackedModel:
         return emb.cos().to(self.dtype), emb.sin().to(self.dtype)
 
 
+def step_timer(device: torch.device, timer: str = "auto") -> str:
+    """Which clock times a step. "process": CPU time of this process, used by default on a
+    CPU with one torch thread: on a shared machine it leaves out the time the OS gives
+    other processes, which wall time counts as if the step were slower (the step's own
+    work, cache and memory contention included, is still measured). "wall": elapsed time,
+    for CUDA (synchronized) and multi-threaded runs, where CPU time is not step time."""
+    if timer not in ("auto", "process", "wall"):
+        raise ConfigError(f"timer={timer!r}: use auto, process or wall")
+    if timer == "auto":
+        return "process" if device.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    return timer
+
+
 def _rope(x, cos, sin):
     h = x.shape[-1] // 2
     return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin
@@ -194,7 +207,7 @@ class RealSteps:
 
     def __init__(self, packed: PackedModel, batch_size: int, prompt_len: np.ndarray,
                  sequences: list[np.ndarray], kv_policy: str = "ignore", checks_every_loop: bool = False,
-                 record: bool = False):
+                 record: bool = False, timer: str = "auto"):
         if kv_policy not in KV_POLICIES:
             raise ConfigError(f"exit.kv_policy={kv_policy!r} is not executed for real; "
                               f"the real backend runs {', '.join(KV_POLICIES)}")
@@ -228,7 +241,8 @@ class RealSteps:
         self.t_arange = torch.arange(t_max, device=dev)
         self.records: list[dict] | None = [] if record else None
         self.cuda = dev.type == "cuda"
-        self.log: list[tuple] = []  # (load fields..., seconds) per step: the per-step log
+        self.log: list[tuple] = []  # (load fields..., seconds, wall seconds) per step: the per-step log
+        self.timer = step_timer(dev, timer)
 
     def set_context(self, slot: int, position: int, request: int, valid_at: np.ndarray | None = None) -> None:
         """Profiling: pretend `slot` holds `request` at generated `position`, its earlier
@@ -247,13 +261,14 @@ class RealSteps:
             raise InvariantError("the real backend needs the step's batch (needs_batch=True)")
         if self.cuda:
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         self.run_step(batch)
         if self.cuda:
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        self.log.append(load_row(load) + (dt,))
-        return dt
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        dt = cpu if self.timer == "process" else wall
+        self.log.append(load_row(load) + (dt, wall))
+        return max(dt, 1e-9)
 
     # -- one step -------------------------------------------------------------------
     def run_step(self, batch: StepBatch) -> None:

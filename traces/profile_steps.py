@@ -151,6 +151,7 @@ def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: 
     grid = Grid(layout, kv_policy, slots, seed)
     seqs = grid.sequences(packed.dims.vocab)
     clocks = {c: RealSteps(packed, slots, grid.prompt_len, seqs, kv_policy, checks_every_loop=c) for c in (False, True)}
+    timer = clocks[True].timer
     pts = [grid.point() for _ in range(points)]
     warm_up(packed, kv_policy, True)
     times = np.zeros((reps, points))
@@ -168,7 +169,7 @@ def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: 
     med = np.median(times, axis=0)
     rows = [list(load_row(pts[i][0])) + [float(med[i])] for i in range(points)]
     spread = np.median((times.max(0) - times.min(0)) / med)
-    return rows, {"points": points, "reps": reps, "median_rep_spread": float(spread),
+    return rows, {"points": points, "reps": reps, "median_rep_spread": float(spread), "step_timer": timer,
                   "seconds": time.perf_counter() - t_start}
 
 

@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                      "overrides": " ".join(prof_ov), "roofline_overrides": " ".join(roof_ov),
                      "real_makespan_s": med, "real_min_s": float(real.min()), "real_max_s": float(real.max()),
                      "real_reps": ";".join(f"{x:.3f}" for x in real), "real_spread": float(real.max() / real.min() - 1),
-                     "sim_makespan_s": sim["makespan_s"], "roofline_makespan_s": roof["makespan_s"],
+                     "real_wall_makespan_s": float(np.median([m["wall_steps_s"] for m in ms])),
+                     "step_timer": ms[0]["step_timer"], "sim_makespan_s": sim["makespan_s"], "roofline_makespan_s": roof["makespan_s"],
                      "error": sim["makespan_s"] / med - 1, "roofline_error": roof["makespan_s"] / med - 1,
                      "loop_steps": ms[0]["loop_steps"], "real_throughput_tok_s": ms[0]["num_tokens"] / med,
                      "sim_throughput_tok_s": sim["throughput_tok_s"]})
