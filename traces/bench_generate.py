@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0")
     ap.add_argument("--out", default=None, help="write the table as JSON here")
+    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     args = ap.parse_args(argv)
     try:
         import torch
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [p["prompt"] for p in load_prompts("heldout")]
     timer = step_timer(device)
     rows = []
-    with background_paused() as paused:
+    with background_paused(not args.no_pause) as paused:
         warm_up(packed)
         hf_generate(hf, tok, [chat_ids(tok, texts[0])], 1, 4, device)  # warm-up
         for b, n in zip(map(int, args.batches.split(",")), map(int, args.requests.split(","))):

@@ -10,8 +10,7 @@ contiguous or scattered, and under kv_policy=ignore earlier tokens that exited a
 loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
 would report it, the step is run by `traces.executor.RealSteps` (the same code a
 real run uses) and timed; the points are measured in a shuffled order per pass and
-the median over passes is kept (one slow pass from a noisy neighbour does not
-count). The profile (JSON, under 1 MB) keeps every point with provenance: device,
+the mean over passes is kept (a makespan is a sum of steps: see `profile`). The profile (JSON, under 1 MB) keeps every point with provenance: device,
 threads, dtype, torch version, commit, command and the model layout, plus this
 CPU's measured bf16 matmul peak and copy bandwidth for a roofline to compare with.
 The requests are synthetic (random token ids: step time does not depend on them),
@@ -166,9 +165,12 @@ def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: 
             times[r, i] = rs.step_seconds(load, batch)
         if progress:
             print(f"  pass {r + 1}/{reps}: {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
-    med = np.median(times, axis=0)
-    rows = [list(load_row(pts[i][0])) + [float(med[i])] for i in range(points)]
-    spread = np.median((times.max(0) - times.min(0)) / med)
+    # the mean over passes, not the median: a run's makespan is a sum of steps, and the
+    # expected sum is the sum of expected (mean) step times; a median would under-predict
+    # it whenever step times are skewed to the slow side, as they are on a shared machine
+    mean = times.mean(axis=0)
+    rows = [list(load_row(pts[i][0])) + [float(mean[i])] for i in range(points)]
+    spread = np.median((times.max(0) - times.min(0)) / mean)
     return rows, {"points": points, "reps": reps, "median_rep_spread": float(spread), "step_timer": timer,
                   "seconds": time.perf_counter() - t_start}
 
