@@ -106,8 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print(NEEDS_TORCH, file=sys.stderr)
         return 2
-    from omegaconf import OmegaConf
-
     from sim.config import load_config
     from sim.errors import UserError
     from sim.run import format_summary, write_atomic, write_outputs

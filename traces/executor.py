@@ -252,7 +252,8 @@ class RealSteps:
         self.valid[:, slot] = False
         self.valid[:, slot, :start + position] = True
         if valid_at is not None and position:
-            self.valid[:, slot, start:start + position] = torch.as_tensor(valid_at[:, :position], device=self.valid.device)
+            held = torch.as_tensor(valid_at[:, :position], device=self.valid.device)
+            self.valid[:, slot, start:start + position] = held
 
     # -- StepClock ------------------------------------------------------------------
     @torch.inference_mode()

@@ -10,7 +10,8 @@ contiguous or scattered, and under kv_policy=ignore earlier tokens that exited a
 loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
 would report it, the step is run by `traces.executor.RealSteps` (the same code a
 real run uses) and timed; the points are measured in a shuffled order per pass and
-the mean over passes is kept (a makespan is a sum of steps: see `profile`). The profile (JSON, under 1 MB) keeps every point with provenance: device,
+the mean over passes is kept (a makespan is a sum of steps: see `profile`). The
+profile (JSON, under 1 MB) keeps every point with provenance: device,
 threads, dtype, torch version, commit, command and the model layout, plus this
 CPU's measured bf16 matmul peak and copy bandwidth for a roofline to compare with.
 The requests are synthetic (random token ids: step time does not depend on them),

@@ -151,7 +151,7 @@ def _compare(res, trace, wl, seqs, recursive, kv_policy):
     return checked
 
 
-@pytest.mark.parametrize("kv_policy", ["ignore", "share"])
+@pytest.mark.parametrize("kv_policy", ["ignore", pytest.param("share", marks=pytest.mark.slow)])
 def test_mixed_loop_steps_match_token_by_token(recursive, packed, kv_policy):
     """Depth-wise batching puts tokens of different loops (and a prefill) in one step; every
     head the executor evaluates equals the unbatched reference's."""
@@ -198,6 +198,7 @@ def test_executed_run_emits_what_the_simulation_emits(packed, scheduler):
     assert res.steps.tokens.sum() == round(sim.metrics["mean_exit_loop"] * sim.metrics["num_tokens"])
 
 
+@pytest.mark.slow
 def test_bf16_step_close_to_fp32(recursive):
     from traces.executor import PackedModel
     trace = make_trace(seed=4)
