@@ -140,40 +140,58 @@ class Grid:
         return load, batch, checks, valid
 
 
-def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: int,
-            progress: bool = True) -> tuple[list[list[float]], dict]:
-    """Measure `points` grid steps `reps` times each (shuffled passes); rows of LOAD_COLUMNS + median s."""
-    from sim.cost_profiled import load_row
+class StepProfiler:
+    """The grid's steps and their timings, measured pass by pass: `traces.validate` spreads
+    the passes between its real runs, so that profile and runs see the same machine."""
 
-    from .executor import RealSteps, warm_up
+    def __init__(self, packed, layout: dict, kv_policy: str, points: int, seed: int):
+        from .executor import RealSteps, warm_up
 
-    slots = max(TOKEN_CHOICES)
-    grid = Grid(layout, kv_policy, slots, seed)
-    seqs = grid.sequences(packed.dims.vocab)
-    clocks = {c: RealSteps(packed, slots, grid.prompt_len, seqs, kv_policy, checks_every_loop=c) for c in (False, True)}
-    timer = clocks[True].timer
-    pts = [grid.point() for _ in range(points)]
-    warm_up(packed, kv_policy, True)
-    times = np.zeros((reps, points))
-    order_rng = np.random.default_rng(seed + 1)
-    t_start = time.perf_counter()
-    for r in range(reps):
-        for i in order_rng.permutation(points):
-            load, batch, checks, valid = pts[i]
-            rs = clocks[checks]
+        slots = max(TOKEN_CHOICES)
+        grid = Grid(layout, kv_policy, slots, seed)
+        seqs = grid.sequences(packed.dims.vocab)
+        self.clocks = {c: RealSteps(packed, slots, grid.prompt_len, seqs, kv_policy, checks_every_loop=c)
+                       for c in (False, True)}
+        self.pts = [grid.point() for _ in range(points)]
+        self.order_rng = np.random.default_rng(seed + 1)
+        self.passes: list[np.ndarray] = []
+        self.seconds = 0.0
+        warm_up(packed, kv_policy, True)
+
+    def run_pass(self) -> None:
+        t0 = time.perf_counter()
+        times = np.zeros(len(self.pts))
+        for i in self.order_rng.permutation(len(self.pts)):
+            load, batch, checks, valid = self.pts[i]
+            rs = self.clocks[checks]
             for s, req, p, v in zip(batch.slots, batch.requests, batch.positions, valid):
                 rs.set_context(int(s), int(p), int(req), v)
-            times[r, i] = rs.step_seconds(load, batch)
-        if progress:
-            print(f"  pass {r + 1}/{reps}: {time.perf_counter() - t_start:.0f} s", file=sys.stderr)
-    # the mean over passes, not the median: a run's makespan is a sum of steps, and the
-    # expected sum is the sum of expected (mean) step times; a median would under-predict
-    # it whenever step times are skewed to the slow side, as they are on a shared machine
-    mean = times.mean(axis=0)
-    rows = [list(load_row(pts[i][0])) + [float(mean[i])] for i in range(points)]
-    spread = np.median((times.max(0) - times.min(0)) / mean)
-    return rows, {"points": points, "reps": reps, "median_rep_spread": float(spread), "step_timer": timer,
-                  "seconds": time.perf_counter() - t_start}
+            times[i] = rs.step_seconds(load, batch)
+        self.passes.append(times)
+        self.seconds += time.perf_counter() - t0
+        print(f"  profile pass {len(self.passes)}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    def result(self) -> tuple[list[list[float]], dict]:
+        """Rows of LOAD_COLUMNS + seconds. The mean over passes, not the median: a run's makespan
+        is a sum of steps, and the expected sum is the sum of expected (mean) step times; a
+        median under-predicts it whenever step times are skewed to the slow side, as they are
+        on a shared machine."""
+        from sim.cost_profiled import load_row
+
+        times = np.stack(self.passes)
+        mean = times.mean(axis=0)
+        rows = [list(load_row(self.pts[i][0])) + [float(mean[i])] for i in range(len(self.pts))]
+        spread = np.median((times.max(0) - times.min(0)) / mean)
+        return rows, {"points": len(self.pts), "reps": len(self.passes), "median_rep_spread": float(spread),
+                      "step_timer": self.clocks[True].timer, "seconds": self.seconds}
+
+
+def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: int) -> tuple[list[list[float]], dict]:
+    """Measure `points` grid steps in `reps` shuffled passes, back to back."""
+    prof = StepProfiler(packed, layout, kv_policy, points, seed)
+    for _ in range(reps):
+        prof.run_pass()
+    return prof.result()
 
 
 def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = None, source: str = "gguf"):
@@ -192,12 +210,16 @@ def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = Non
 
 
 def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, command: str, placement: dict,
-                paused: bool) -> dict:
+                paused: bool, measured: "StepProfiler | None" = None) -> dict:
+    """Profile (or take the passes `measured` already holds), fit, write the profile file."""
     import torch
 
     from .record import git_commit
 
-    rows, stats = profile(packed, packed.layout(), cfg.exit.kv_policy, points, reps, seed)
+    if measured is not None:
+        rows, stats = measured.result()
+    else:
+        rows, stats = profile(packed, packed.layout(), cfg.exit.kv_policy, points, reps, seed)
     data = np.asarray(rows)
     cols = {c: data[:, i] for i, c in enumerate(LOAD_COLUMNS)}
     report = fit_report(cols, data[:, -1])

@@ -3,7 +3,9 @@ the simulator, write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,p
 
 One command so the whole check reruns unchanged on a quiet machine:
   1. profile real steps (traces.profile_steps) into the bundled profile that
-     `cost=profiled` reads by default (or reuse one: --profile PATH);
+     `cost=profiled` reads by default (or reuse one: --profile PATH), its passes
+     spread before, between and after the real runs' repeats (a shared machine's
+     load drifts: profile and runs must sample the same conditions);
   2. run the four schedulers at batch 8, 16 and 32 for real (traces.execute's
      engine + RealSteps) on workloads resampled from the default trace (at least
      --min-tokens generated tokens each), every point --reps times, repetitions
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from sim.cost_profiled import ProfiledCost, read_profile
 
     from .execute import compose, run_real
-    from .profile_steps import build_packed, run_profile
+    from .profile_steps import StepProfiler, build_packed, run_profile
     from .quiet import background_paused, pin
 
     ap = argparse.ArgumentParser(prog="python -m traces.validate", description=__doc__.splitlines()[0])
@@ -153,14 +155,20 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple, list] = {}
     step_logs = []
     with background_paused(not args.no_pause) as paused:
+        # profile passes spread over the real runs (before, between and after the repeats), so
+        # that on a shared machine the profile and the runs see the same conditions
+        profiler = None
         if args.profile is None:
-            run_profile(base_cfg, packed, Path(args.profile_out), args.points, args.profile_reps, args.seed,
-                        command, placement, paused is not None)
-            profile_path = Path(args.profile_out)
-        else:
-            profile_path = Path(args.profile)
-        print(f"profile: {profile_path} ({time.perf_counter() - t_start:.0f} s so far)", file=sys.stderr)
+            profiler = StepProfiler(packed, packed.layout(), base_cfg.exit.kv_policy, args.points, args.seed)
+        slots = args.reps + 1
+        due = [sum(1 for p in range(args.profile_reps) if p * slots // args.profile_reps == k) for k in range(slots)]
+
+        def profile_passes(k: int) -> None:
+            for _ in range(due[k] if profiler is not None else 0):
+                profiler.run_pass()
+
         for rep in range(args.reps):
+            profile_passes(rep)
             for b in batches:
                 for s in schedulers:
                     ov = [f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}",
@@ -173,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                         step_logs.append(res.steps.assign(scheduler=s, batch_size=b))
                     print(f"  rep {rep + 1} {s:>10} b={b:<3} real {res.metrics['makespan_s']:7.2f} s "
                           f"({time.perf_counter() - t_start:.0f} s so far)", file=sys.stderr)
+        profile_passes(args.reps)
+        if profiler is not None:
+            run_profile(base_cfg, packed, Path(args.profile_out), args.points, args.profile_reps, args.seed,
+                        command, placement, paused is not None, measured=profiler)
+            profile_path = Path(args.profile_out)
+        else:
+            profile_path = Path(args.profile)
     bundled = profile_path.resolve() == BUNDLED.resolve()
     prof_meta = read_profile(profile_path)["metadata"]
     peaks = prof_meta["roofline"]
