@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -19,10 +19,11 @@ from sim.layout import check_loops
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
 from sim.registry import scheduler_registry
+from sim.slots import SlotState
 from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
-from sim.workload import build_workload
+from sim.workload import Workload, build_workload
 
 
 @dataclass
@@ -42,11 +43,14 @@ def load_run_trace(cfg: RunConfig) -> Trace:
 
 
 def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0,
-             log_emits: bool = False, clock: StepClock | None = None) -> SimulationResult:
+             log_emits: bool = False,
+             clock: StepClock | Callable[[Workload, SlotState], StepClock] | None = None) -> SimulationResult:
     """Run one simulation. `trace` skips loading (sweeps reuse one trace);
     `timeline_steps` records the first steps slot by slot; `log_emits` every emission;
-    `clock` replaces the config's cost model (e.g. to price one schedule several ways).
-    The config is validated first (its seams become their variants' config classes)."""
+    `clock` replaces the config's cost model: a StepClock (e.g. to price one schedule
+    several ways), or a factory `clock(workload, state)` for a real backend that needs
+    both (traces.execute). The config is validated first (its seams become their
+    variants' config classes)."""
     cfg = validate(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
     sched_cls = scheduler_registry.get(cfg.scheduler.name).impl
@@ -62,6 +66,8 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                                  checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                                  edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
+    if clock is not None and not hasattr(clock, "step_seconds"):
+        clock = clock(wl, state)  # a real backend's factory
     clock = clock or CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
     scheduler = sched_cls(state, cfg.scheduler)
     engine = Engine(state, scheduler, clock,

@@ -24,6 +24,7 @@ class Workload(RequestTokens):
     exit_loop: np.ndarray  # (T,) int8, tokens of request r at offsets[r]:offsets[r+1]
     wrong: np.ndarray  # (T,) bool, exit prediction differs from the final loop's
     num_loops: int
+    source: np.ndarray | None = None  # (R,) index of each request in the trace (a real backend needs its tokens)
 
 
 def _token_index(offsets: np.ndarray, gen_len: np.ndarray, picks: np.ndarray) -> np.ndarray:
@@ -38,6 +39,7 @@ def build_workload(trace: Trace, exit_loop: np.ndarray, wrong: np.ndarray, num_l
     """Requests of `trace` with the exit policy's per-token `exit_loop` and `wrong` flags."""
     rng = np.random.default_rng(seed)
     prompt_len, gen_len = trace.prompt_len, trace.gen_len
+    picks = np.arange(gen_len.size)
     if cfg.num_requests is not None:
         picks = rng.integers(0, gen_len.size, size=cfg.num_requests)
         idx = _token_index(trace.offsets, gen_len, picks)
@@ -48,4 +50,4 @@ def build_workload(trace: Trace, exit_loop: np.ndarray, wrong: np.ndarray, num_l
     else:
         arrival = np.zeros(n)
     return Workload(arrival, prompt_len.astype(np.int64), gen_len.astype(np.int64),
-                    exit_loop.astype(np.int8), wrong.astype(bool), num_loops)
+                    exit_loop.astype(np.int8), wrong.astype(bool), num_loops, picks)

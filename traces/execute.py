@@ -1,0 +1,156 @@
+"""`python -m traces.execute [sim.run overrides] [--device cpu] [--threads 1] [--out DIR]`:
+run a workload for real, with the simulator's own engine and schedulers.
+
+The Hydra overrides are exactly `sim.run`'s (same config tree, same composition);
+the engine, schedulers and slot bookkeeping are the simulator's, only the step clock
+is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 and
+reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
+`backend: real` and how it was measured), requests.parquet, config.yaml and
+steps.parquet (per step: the load the cost model sees and the measured seconds).
+The makespan is the sum of measured step times: the engine's clock. On a CPU with one
+torch thread a step is timed by the process's CPU time (see executor.step_timer: a
+shared machine's other jobs do not count); wall time is logged beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+NEEDS_TORCH = "error: traces.execute needs torch: install the traces extra (pip install -e '.[traces]')"
+
+
+@dataclass
+class Executed:
+    metrics: dict[str, Any]
+    requests: Any  # DataFrame
+    steps: Any  # DataFrame, one row per step
+    emit_log: list | None = None
+    records: list | None = None
+
+
+def compose(overrides: list[str]):
+    """The same composed config as `python -m sim.run <overrides>` (hydra keys dropped)."""
+    from hydra import compose as hcompose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import sim.run  # noqa: F401  (registers the config schemas and resolvers sim.run uses)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hcompose(config_name="config", overrides=overrides)
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
+             warm: bool = True, trace=None, timer: str = "auto") -> Executed:
+    """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's.
+    `tokenizer` maps a recorded trace's prompts to ids (None: random ids of the same
+    lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
+    import pandas as pd
+
+    from sim.simulation import load_run_trace, simulate
+
+    from .executor import LOG_COLUMNS, RealSteps, warm_up
+    from .serving import request_sequences
+
+    trace = trace if trace is not None else load_run_trace(cfg)
+    checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
+    made: list[RealSteps] = []
+
+    def clock(wl, state):
+        seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
+        rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
+                       checks_every_loop=state.checks_every_loop, record=record, timer=timer)
+        made.append(rs)
+        return rs
+
+    if warm:
+        warm_up(packed, cfg.exit.kv_policy, checks)
+    t0 = time.perf_counter()
+    result = simulate(cfg, trace=trace, log_emits=log_emits, clock=clock)
+    wall = time.perf_counter() - t0
+    rs = made[0]
+    steps = pd.DataFrame(rs.log, columns=list(LOG_COLUMNS))
+    metrics = dict(result.metrics)
+    metrics.update({"backend": "real", "cost": None, "hardware": None, "wall_s": wall,
+                    "device": str(packed.device), "dtype": str(packed.dtype).replace("torch.", ""),
+                    "step_s_median": float(steps.seconds.median()) if len(steps) else None,
+                    "step_timer": rs.timer, "wall_steps_s": float(steps.wall_seconds.sum())})
+    return Executed(metrics, result.requests, steps, result.emit_log, rs.records)
+
+
+def _parse(argv: list[str]):
+    ap = argparse.ArgumentParser(prog="python -m traces.execute", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
+    ap.add_argument("--checkpoint", default=None, help="uptrained checkpoint (default: the SVD conversion)")
+    ap.add_argument("--source", default="gguf", help="base model (traces.base_model.load_base)")
+    ap.add_argument("--out", default=None, help="output dir (default runs/execute/<time>_<scheduler>)")
+    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
+    ap.add_argument("--timer", default="auto", choices=["auto", "process", "wall"], help="step clock")
+    return ap.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(NEEDS_TORCH, file=sys.stderr)
+        return 2
+    from sim.config import load_config
+    from sim.errors import UserError
+    from sim.run import format_summary, write_atomic, write_outputs
+
+    from .executor import PackedModel
+    from .quiet import background_paused, pin
+    from .serving import serving_model
+
+    args, overrides = _parse(argv)
+    bad = [o for o in overrides if o.startswith("-")]
+    if bad:
+        print(f"error: unknown option {bad[0]}", file=sys.stderr)
+        return 2
+    try:
+        raw = compose(overrides)
+        cfg = load_config(raw)
+        cfg.progress = False
+        placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
+        import torch
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: torch sees no CUDA device")
+        model, tok = serving_model(cfg.model, args.checkpoint, args.source)
+        packed = PackedModel(model, getattr(torch, args.dtype), args.device)
+        del model
+        with background_paused(not args.no_pause) as paused:
+            res = run_real(cfg, packed, tok, timer=args.timer)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res.metrics.update({**placement, "background_paused": paused is not None,
+                        "command": " ".join(["python -m traces.execute"] + argv),
+                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    stamp = dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+    out = Path(args.out or f"runs/execute/{stamp}_{cfg.scheduler.name}")
+    write_outputs(out, raw, res.metrics, res.requests)
+    write_atomic(out / "steps.parquet", lambda p: res.steps.to_parquet(p, index=False))
+    # metrics.json again, last: it marks a finished run (steps.parquet written before it)
+    write_atomic(out / "metrics.json",
+                 lambda p: Path(p).write_text(json.dumps(res.metrics, indent=2, sort_keys=True, default=str) + "\n"))
+    shown = dict(res.metrics, hardware=res.metrics["device"], cost=f"real, {res.metrics['dtype']}")
+    print(format_summary(shown).replace(" cost)", ")"))
+    print(f"  {'wall (incl. engine)':<20} {res.metrics['wall_s']:.2f} s")
+    print(f"  {'outputs':<20} {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""`python -m traces.profile_steps [--out PATH] [--points N] [--reps R] [sim overrides]`:
+measure real engine steps over a grid of the load quantities the cost model sees.
+
+Each grid point is one engine step built the way `SlotState` builds them: some
+tokens (1-64) at loop 1 and/or later loops, each of a request with a prompt length
+and position drawn like the default trace's (so context spread within a step is
+realistic), some of them leaving, heads on leaving tokens only or on every token
+(exit checks), sometimes requests admitted (prefilled) before the step, slots
+contiguous or scattered, and under kv_policy=ignore earlier tokens that exited at
+loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
+would report it, the step is run by `traces.executor.RealSteps` (the same code a
+real run uses) and timed; the points are measured in a shuffled order per pass and
+the mean over passes is kept (a makespan is a sum of steps: see `profile`). The
+profile (JSON, under 1 MB) keeps every point with provenance: device,
+threads, dtype, torch version, commit, command and the model layout, plus this
+CPU's measured bf16 matmul peak and copy bandwidth for a roofline to compare with.
+The requests are synthetic (random token ids: step time does not depend on them),
+so no trace request used for validation is ever used for profiling.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sim.cost import StepLoad
+from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
+
+TOKEN_CHOICES = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48)
+PREFILL_CHOICES = (1, 2, 4, 8, 16)
+MAX_GEN = 128
+
+
+def device_name(device: str) -> str:
+    import torch
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def machine_peaks(device: str, dtype) -> dict[str, float]:
+    """Achievable dense matmul FLOP/s in the compute dtype and copy bandwidth, measured
+    here: the roofline's two numbers for this device (medians of a few repeats)."""
+    import torch
+    dev = torch.device(device)
+
+    def timed(f, reps=5):
+        f()
+        ts = []
+        for _ in range(reps):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            f()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    n = 1024 if dev.type == "cpu" else 8192
+    a = torch.randn(n, n, dtype=dtype, device=dev)
+    b = torch.randn(n, n, dtype=dtype, device=dev)
+    flops = 2 * n ** 3 / timed(lambda: a @ b)
+    src = torch.empty(64 * 2 ** 20 if dev.type == "cpu" else 2 ** 30, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    bw = 2 * src.numel() / timed(lambda: dst.copy_(src))
+    return {"peak_tflops": flops / 1e12, "bandwidth_gb_s": bw / 1e9}
+
+
+class Grid:
+    """Random points of the load space, each a (StepLoad, StepBatch, slot setup)."""
+
+    def __init__(self, layout: dict, kv_policy: str, slots: int, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.layout, self.kv_policy, self.slots = layout, kv_policy, slots
+        self.loops = layout["loops"]
+        self.edge = bool(layout["prelude_layers"] or layout["coda_layers"])
+        # synthetic requests: prompt lengths like the default trace's (36..81, mostly 38..46)
+        self.n_req = 4 * slots
+        self.prompt_len = np.clip(np.round(self.rng.lognormal(np.log(43), 0.15, self.n_req)), 8, 96).astype(np.int64)
+
+    def sequences(self, vocab: int) -> list[np.ndarray]:
+        return [self.rng.integers(0, vocab, size=p + MAX_GEN + 1) for p in self.prompt_len]
+
+    def point(self):
+        from sim.step import StepBatch
+        rng, N = self.rng, self.loops
+        n = int(rng.choice(TOKEN_CHOICES))
+        checks = bool(rng.random() < 0.5)
+        slots = np.arange(n) if rng.random() < 0.5 else np.sort(rng.choice(self.slots, n, replace=False))
+        shape = rng.integers(3) if N > 1 else 0  # all loop 1 / all one later loop / mixed
+        if shape == 0:
+            loops = np.ones(n, dtype=np.int64)
+        elif shape == 1:
+            loops = np.full(n, rng.integers(2, N + 1), dtype=np.int64)
+        else:
+            loops = rng.integers(1, N + 1, size=n)
+        p_exit_early = float(rng.choice([0.0, 0.45])) if N > 1 else 0.0
+        leaving = (loops == N) | ((loops < N) & (rng.random(n) < p_exit_early))
+        n_pre = int(rng.choice(PREFILL_CHOICES)) if rng.random() < 0.15 else 0
+        n_pre = min(n_pre, int((loops == 1).sum()))
+        reqs = rng.choice(self.n_req, n, replace=False)
+        pos = rng.integers(0, MAX_GEN, size=n)
+        first = np.flatnonzero(loops == 1)[:n_pre]
+        pos[first] = 0  # admitted requests run their first token in the step they are prefilled in
+        admitted = reqs[first]
+        P = self.prompt_len[reqs]
+        # validity of earlier positions at each loop (kv_policy=ignore: exited tokens left no deeper KV)
+        kv_rows = 1 if self.kv_policy == "share" else N
+        valid = []
+        ctx = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if p_exit_early else np.full(pos[i], N)
+            rows = np.stack([ex >= k for k in range(1, kv_rows + 1)]) if kv_rows > 1 else np.ones((1, pos[i]), bool)
+            valid.append(rows)
+            filled = int(rows[loops[i] - 1].sum()) if self.kv_policy == "ignore" else int(pos[i])
+            ctx[i] = P[i] + 1 + filled
+        full = P + 1 + pos
+        enter = loops == 1
+        load = StepLoad(tokens=n, distinct_loops=int(np.unique(loops).size), context=int(ctx.sum()),
+                        entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
+                        exiting=int(leaving.sum()), exiting_context=int(full[leaving].sum()) if self.edge else 0,
+                        heads=n if checks else int(leaving.sum()), kv_proj_layers=0,
+                        prefill=[int(self.prompt_len[r]) for r in admitted])
+        batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
+                          admitted=admitted.astype(np.int64))
+        return load, batch, checks, valid
+
+
+class StepProfiler:
+    """The grid's steps and their timings, measured pass by pass: `traces.validate` spreads
+    the passes between its real runs, so that profile and runs see the same machine."""
+
+    def __init__(self, packed, layout: dict, kv_policy: str, points: int, seed: int):
+        from .executor import RealSteps, warm_up
+
+        slots = max(TOKEN_CHOICES)
+        grid = Grid(layout, kv_policy, slots, seed)
+        seqs = grid.sequences(packed.dims.vocab)
+        self.clocks = {c: RealSteps(packed, slots, grid.prompt_len, seqs, kv_policy, checks_every_loop=c)
+                       for c in (False, True)}
+        self.pts = [grid.point() for _ in range(points)]
+        self.order_rng = np.random.default_rng(seed + 1)
+        self.passes: list[np.ndarray] = []
+        self.seconds = 0.0
+        warm_up(packed, kv_policy, True)
+
+    def run_pass(self) -> None:
+        t0 = time.perf_counter()
+        times = np.zeros(len(self.pts))
+        for i in self.order_rng.permutation(len(self.pts)):
+            load, batch, checks, valid = self.pts[i]
+            rs = self.clocks[checks]
+            for s, req, p, v in zip(batch.slots, batch.requests, batch.positions, valid):
+                rs.set_context(int(s), int(p), int(req), v)
+            times[i] = rs.step_seconds(load, batch)
+        self.passes.append(times)
+        self.seconds += time.perf_counter() - t0
+        print(f"  profile pass {len(self.passes)}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    def result(self) -> tuple[list[list[float]], dict]:
+        """Rows of LOAD_COLUMNS + seconds. The mean over passes, not the median: a run's makespan
+        is a sum of steps, and the expected sum is the sum of expected (mean) step times; a
+        median under-predicts it whenever step times are skewed to the slow side, as they are
+        on a shared machine."""
+        from sim.cost_profiled import load_row
+
+        times = np.stack(self.passes)
+        mean = times.mean(axis=0)
+        rows = [list(load_row(self.pts[i][0])) + [float(mean[i])] for i in range(len(self.pts))]
+        spread = np.median((times.max(0) - times.min(0)) / mean)
+        return rows, {"points": len(self.pts), "reps": len(self.passes), "median_rep_spread": float(spread),
+                      "step_timer": self.clocks[True].timer, "seconds": self.seconds}
+
+
+def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: int) -> tuple[list[list[float]], dict]:
+    """Measure `points` grid steps in `reps` shuffled passes, back to back."""
+    prof = StepProfiler(packed, layout, kv_policy, points, seed)
+    for _ in range(reps):
+        prof.run_pass()
+    return prof.result()
+
+
+def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = None, source: str = "gguf"):
+    import torch
+
+    from .executor import PackedModel
+    from .serving import serving_model
+
+    model, tok = serving_model(cfg.model, checkpoint, source)
+    packed = PackedModel(model, getattr(torch, dtype_name), device)
+    layout = packed.layout()
+    want = {k: getattr(cfg.model, k) for k in layout}
+    if layout != want:
+        raise RuntimeError(f"packed model layout {layout} differs from the config's {want}")
+    return packed, tok
+
+
+def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, command: str, placement: dict,
+                paused: bool, measured: "StepProfiler | None" = None) -> dict:
+    """Profile (or take the passes `measured` already holds), fit, write the profile file."""
+    import torch
+
+    from sim.trace_io import git_commit
+
+    if measured is not None:
+        rows, stats = measured.result()
+    else:
+        rows, stats = profile(packed, packed.layout(), cfg.exit.kv_policy, points, reps, seed)
+    data = np.asarray(rows)
+    cols = {c: data[:, i] for i, c in enumerate(LOAD_COLUMNS)}
+    report = fit_report(cols, data[:, -1])
+    coef = fit(cols, data[:, -1])
+    meta = {
+        "device": device_name(str(packed.device)), "device_kind": packed.device.type,
+        "dtype": str(packed.dtype).replace("torch.", ""), "torch": torch.__version__, **placement,
+        "background_paused": paused, "commit": git_commit(), "command": command,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": cfg.model.name, "layout": packed.layout(), "kv_policy": cfg.exit.kv_policy,
+        "weights": "SVD conversion of the base model (costs what an uptrained model costs)",
+        "seed": seed, **stats, "fit": {**report, "coefficients": dict(zip(feature_names(), coef.tolist()))},
+        "roofline": machine_peaks(str(packed.device), packed.dtype),
+    }
+    prof = {"format": PROFILE_FORMAT, "metadata": meta, "columns": list(LOAD_COLUMNS) + ["seconds"],
+            "samples": [[int(v) for v in r[:-1]] + [round(r[-1], 7)] for r in rows]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(prof, indent=None, separators=(",", ":")) + "\n")
+    tmp.replace(out)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from .execute import NEEDS_TORCH
+        print(NEEDS_TORCH.replace("traces.execute", "traces.profile_steps"), file=sys.stderr)
+        return 2
+    from sim.config import load_config
+    from sim.errors import UserError
+
+    from .execute import compose
+    from .quiet import background_paused, pin
+
+    ap = argparse.ArgumentParser(prog="python -m traces.profile_steps")
+    ap.add_argument("--out", default=str(BUNDLED))
+    ap.add_argument("--points", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", default="0")
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--no-pause", action="store_true")
+    args, overrides = ap.parse_known_args(argv)
+    try:
+        cfg = load_config(compose(overrides))
+        placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
+        packed, _ = build_packed(cfg, args.device, args.dtype, args.checkpoint)
+        command = " ".join(["python -m traces.profile_steps"] + [shlex.quote(a) for a in argv])
+        with background_paused(not args.no_pause) as paused:
+            meta = run_profile(cfg, packed, Path(args.out), args.points, args.reps, args.seed, command,
+                               placement, paused is not None)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    f = meta["fit"]
+    print(f"{args.out}: {args.points} points x {args.reps} passes in {meta['seconds']:.0f} s; held-out fit error "
+          f"mean {f['holdout_mean_abs_error']:.1%}, p90 {f['holdout_p90_abs_error']:.1%}, "
+          f"max {f['holdout_max_abs_error']:.1%}, bias {f['holdout_bias']:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

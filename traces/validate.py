@@ -1,0 +1,248 @@
+"""`python -m traces.validate`: profile, run the validation grid for real, compare with
+the simulator, write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,pdf}.
+
+One command so the whole check reruns unchanged on a quiet machine:
+  1. profile real steps (traces.profile_steps) into the bundled profile that
+     `cost=profiled` reads by default (or reuse one: --profile PATH), its passes
+     spread before, between and after the real runs' repeats (a shared machine's
+     load drifts: profile and runs must sample the same conditions);
+  2. run the four schedulers at batch 8, 16 and 32 for real (traces.execute's
+     engine + RealSteps) on workloads resampled from the default trace (at least
+     --min-tokens generated tokens each), every point --reps times, repetitions
+     interleaved so a noisy minute does not hit one point's repeats together;
+  3. simulate each point with cost=profiled and with a roofline of this device
+     (its measured matmul peak and copy bandwidth, from the profile), through the
+     same Hydra composition as `python -m sim.run <overrides>`;
+  4. write one CSV row per point (its `overrides` reproduce sim_makespan_s from a
+     base install), the depth-wise speedups, the per-step log of the first
+     repetition (measured vs predicted step time) and the figure.
+The background uptraining job is paused for the whole run and resumed after.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.cost_profiled import BUNDLED, LOAD_COLUMNS
+
+SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sim_makespan(overrides: list[str]) -> dict:
+    """What `python -m sim.run <overrides>` computes, in process."""
+    from sim.config import load_config
+    from sim.simulation import simulate
+
+    from .execute import compose
+
+    cfg = load_config(compose(overrides))
+    cfg.progress = False
+    return simulate(cfg).metrics
+
+
+def workload_size(batch: int, seed: int, min_tokens: int) -> int:
+    """Fewest requests (at least 2 x batch, so the batch refills) whose resampled
+    workload has at least min_tokens generated tokens."""
+    n = 2 * batch
+    while True:
+        m = sim_makespan([f"workload.num_requests={n}", f"seed={seed}", "cost=constant"])
+        if m["num_tokens"] >= min_tokens:
+            return n
+        n += 1
+
+
+def speedups(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for b, g in table.groupby("batch_size"):
+        t = g.set_index("scheduler")
+        for base in ("continuous", "sync_exit", "static"):
+            rows.append({"batch_size": b, "over": base,
+                         "real": t.real_makespan_s[base] / t.real_makespan_s["depthwise"],
+                         "profiled": t.sim_makespan_s[base] / t.sim_makespan_s["depthwise"],
+                         "roofline": t.roofline_makespan_s[base] / t.roofline_makespan_s["depthwise"]})
+    return pd.DataFrame(rows)
+
+
+def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
+    from analysis.style import plt, save, scheduler_color, scheduler_label
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    batches = sorted(table.batch_size.unique())
+    width = 0.8 / len(SCHEDULERS)
+    for i, s in enumerate(SCHEDULERS):
+        g = table[table.scheduler == s].set_index("batch_size").reindex(batches)
+        x = np.arange(len(batches)) + (i - 1.5) * width
+        lo = g.real_makespan_s - g.real_min_s
+        hi = g.real_max_s - g.real_makespan_s
+        ax.bar(x, g.real_makespan_s, width * 0.9, color=scheduler_color(s), alpha=0.55,
+               yerr=[lo, hi], capsize=2, label=f"{scheduler_label(s)}: real")
+        ax.scatter(x, g.sim_makespan_s, marker="o", color=scheduler_color(s), edgecolor="black", zorder=3, s=22)
+        ax.scatter(x, g.roofline_makespan_s, marker="x", color="black", zorder=3, s=18)
+    ax.scatter([], [], marker="o", color="white", edgecolor="black", label="simulated, cost=profiled")
+    ax.scatter([], [], marker="x", color="black", label="simulated, roofline (this CPU)")
+    ax.set_xticks(np.arange(len(batches)), [f"batch {b}" for b in batches])
+    ax.set_ylabel("makespan (s)")
+    ax.set_ylim(0, float(table.real_max_s.max()) * 1.45)  # room for the legend
+    ax.set_title("Makespan: real (bars, min-max of repeats) vs simulated")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    for s in SCHEDULERS:
+        g = steps[steps.scheduler == s]
+        ax2.scatter(g.seconds * 1e3, g.predicted_s * 1e3, s=3, alpha=0.35, color=scheduler_color(s),
+                    label=scheduler_label(s))
+    lim = [max(1.0, steps.seconds.min() * 1e3 * 0.8), steps.seconds.max() * 1e3 * 1.2]
+    ax2.plot(lim, lim, color="black", lw=0.8)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("measured step time (ms)")
+    ax2.set_ylabel("cost=profiled step time (ms)")
+    ax2.set_title("Per step (first repeat of every point)")
+    ax2.legend(fontsize=7, markerscale=3)
+    fig.tight_layout()
+    paths = save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from .execute import NEEDS_TORCH
+        print(NEEDS_TORCH.replace("traces.execute", "traces.validate"), file=sys.stderr)
+        return 2
+    from sim.config import load_config
+    from sim.cost_profiled import ProfiledCost, read_profile
+
+    from .execute import compose, run_real
+    from .profile_steps import StepProfiler, build_packed, run_profile
+    from .quiet import background_paused, pin
+
+    ap = argparse.ArgumentParser(prog="python -m traces.validate", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default=None, help="reuse this profile instead of measuring one")
+    ap.add_argument("--profile-out", default=str(BUNDLED), help="where the new profile goes")
+    ap.add_argument("--points", type=int, default=240, help="profile grid points")
+    ap.add_argument("--profile-reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2, help="real runs per validation point")
+    ap.add_argument("--batches", default="8,16,32")
+    ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    ap.add_argument("--min-tokens", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", default="0")
+    ap.add_argument("--csv", default=str(ROOT / "figures" / "data" / "sim_vs_real.csv"))
+    ap.add_argument("--figure", default=str(ROOT / "figures" / "sim_vs_real"))
+    ap.add_argument("--no-pause", action="store_true")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
+    base_cfg = load_config(compose([]))
+    packed, tok = build_packed(base_cfg, args.device, args.dtype)
+    command = " ".join(["python -m traces.validate"] + [shlex.quote(a) for a in argv])
+    batches = [int(b) for b in args.batches.split(",")]
+    schedulers = args.schedulers.split(",")
+    sizes = {b: workload_size(b, args.seed, args.min_tokens) for b in batches}
+    runs: dict[tuple, list] = {}
+    step_logs = []
+    with background_paused(not args.no_pause) as paused:
+        # profile passes spread over the real runs (before, between and after the repeats), so
+        # that on a shared machine the profile and the runs see the same conditions
+        profiler = None
+        if args.profile is None:
+            profiler = StepProfiler(packed, packed.layout(), base_cfg.exit.kv_policy, args.points, args.seed)
+        slots = args.reps + 1
+        due = [sum(1 for p in range(args.profile_reps) if p * slots // args.profile_reps == k) for k in range(slots)]
+
+        def profile_passes(k: int) -> None:
+            for _ in range(due[k] if profiler is not None else 0):
+                profiler.run_pass()
+
+        for rep in range(args.reps):
+            profile_passes(rep)
+            for b in batches:
+                for s in schedulers:
+                    ov = [f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}",
+                          f"seed={args.seed}"]
+                    cfg = load_config(compose(ov))
+                    cfg.progress = False
+                    res = run_real(cfg, packed, tok, warm=rep == 0 and s == schedulers[0])
+                    runs.setdefault((s, b), []).append(res.metrics)
+                    if rep == 0:
+                        step_logs.append(res.steps.assign(scheduler=s, batch_size=b))
+                    print(f"  rep {rep + 1} {s:>10} b={b:<3} real {res.metrics['makespan_s']:7.2f} s "
+                          f"({time.perf_counter() - t_start:.0f} s so far)", file=sys.stderr)
+        profile_passes(args.reps)
+        if profiler is not None:
+            run_profile(base_cfg, packed, Path(args.profile_out), args.points, args.profile_reps, args.seed,
+                        command, placement, paused is not None, measured=profiler)
+            profile_path = Path(args.profile_out)
+        else:
+            profile_path = Path(args.profile)
+    bundled = profile_path.resolve() == BUNDLED.resolve()
+    prof_meta = read_profile(profile_path)["metadata"]
+    peaks = prof_meta["roofline"]
+    rows = []
+    for (s, b), ms in runs.items():
+        ov = [f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}", f"seed={args.seed}"]
+        prof_ov = ov + ["cost=profiled"] + ([] if bundled else [f"cost.profile={profile_path}"])
+        roof_ov = ov + ["cost=roofline", "hardware.name=this_cpu",
+                        f"hardware.bandwidth_gb_s={peaks['bandwidth_gb_s']:.3f}",
+                        f"hardware.peak_tflops={peaks['peak_tflops']:.5f}"]
+        sim = sim_makespan(prof_ov)
+        roof = sim_makespan(roof_ov)
+        real = np.array([m["makespan_s"] for m in ms])
+        med = float(np.median(real))
+        rows.append({"scheduler": s, "batch_size": b, "num_requests": sizes[b], "num_tokens": ms[0]["num_tokens"],
+                     "overrides": " ".join(prof_ov), "roofline_overrides": " ".join(roof_ov),
+                     "real_makespan_s": med, "real_min_s": float(real.min()), "real_max_s": float(real.max()),
+                     "real_reps": ";".join(f"{x:.3f}" for x in real), "real_spread": float(real.max() / real.min() - 1),
+                     "real_wall_makespan_s": float(np.median([m["wall_steps_s"] for m in ms])),
+                     "step_timer": ms[0]["step_timer"], "sim_makespan_s": sim["makespan_s"],
+                     "roofline_makespan_s": roof["makespan_s"],
+                     "error": sim["makespan_s"] / med - 1, "roofline_error": roof["makespan_s"] / med - 1,
+                     "loop_steps": ms[0]["loop_steps"], "real_throughput_tok_s": ms[0]["num_tokens"] / med,
+                     "sim_throughput_tok_s": sim["throughput_tok_s"]})
+    table = pd.DataFrame(rows).sort_values(["batch_size", "scheduler"],
+                                           key=lambda c: c.map({s: i for i, s in enumerate(SCHEDULERS)})
+                                           if c.name == "scheduler" else c)
+    csv = Path(args.csv)
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(csv, index=False, float_format="%.6g")
+    sp = speedups(table)
+    sp.to_csv(csv.with_name("sim_vs_real_speedups.csv"), index=False, float_format="%.4g")
+    cost = ProfiledCost(load_config(compose(["cost=profiled", f"cost.profile={profile_path}"])).cost, None, base_cfg.model)
+    steps = pd.concat(step_logs, ignore_index=True)
+    steps["predicted_s"] = cost.predict({c: steps[c].to_numpy() for c in LOAD_COLUMNS})
+    steps.to_parquet(csv.with_name("sim_vs_real_steps.parquet"), index=False, compression="zstd")
+    plot(table, steps, Path(args.figure))
+    step_err = steps.predicted_s / steps.seconds - 1
+    summary = {
+        "command": command, "profile": str(profile_path), "seconds": time.perf_counter() - t_start,
+        "points": len(table), "max_abs_error": float(table.error.abs().max()),
+        "median_abs_error": float(table.error.abs().median()),
+        "roofline_median_abs_error": float(table.roofline_error.abs().median()),
+        "max_real_spread": float(table.real_spread.max()), "step_median_abs_error": float(step_err.abs().median()),
+        "profile_fit": prof_meta["fit"], **placement, "background_paused": paused is not None,
+    }
+    csv.with_name("sim_vs_real_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    cols = ["scheduler", "batch_size", "real_makespan_s", "real_spread", "sim_makespan_s", "error",
+            "roofline_makespan_s", "roofline_error"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(sp.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"max |error| {summary['max_abs_error']:.1%}, median {summary['median_abs_error']:.1%} "
+          f"(roofline median {summary['roofline_median_abs_error']:.1%}); {summary['seconds']:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
