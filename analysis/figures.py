@@ -300,6 +300,8 @@ GROUP_FILES = {
     "speculative": ["speculative_throughput", "speculative_run_lengths"],
 }
 FILE_GROUP = {stem: group for group, stems in GROUP_FILES.items() for stem in stems}
+# Figures written by other commands, with the command that regenerates them.
+OTHER_FILES = {"sim_vs_real": "python -m traces.validate (needs the traces extra and minutes of quiet CPU)"}
 
 
 def _group(name: str) -> str:
@@ -309,6 +311,8 @@ def _group(name: str) -> str:
         return stem
     if stem in FILE_GROUP:
         return FILE_GROUP[stem]
+    if stem in OTHER_FILES:
+        raise argparse.ArgumentTypeError(f"{name} is written by {OTHER_FILES[stem]}")
     raise argparse.ArgumentTypeError(f"unknown figure {name!r}; groups and their files:\n{_listing()}")
 
 

@@ -107,7 +107,7 @@ def reference(model, seq, P, exits, kv_policy):
     """{(position, loop): logits} of one request run token by token: prompt (minus its last
     token) through every application, then each generated position up to its exit loop;
     the head after every loop (exit check) and after the coda for the leaving loop."""
-    pre, tail = model.spec.head, model.spec.tail
+    pre, tail = model.spec.prelude_layers, model.spec.coda_layers
     K = (len(model.apps) - pre - tail) // model.spec.num_loops
     kv, out = {}, {}
 
