@@ -86,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write the table as JSON here")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     args = ap.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        from .execute import NEEDS_TORCH
-        print(NEEDS_TORCH.replace("traces.execute", "traces.bench_generate"), file=sys.stderr)
+    from .execute import torch_missing
+    if torch_missing("traces.bench_generate"):
         return 2
+    import torch
     from sim.config import ModelConfig
 
     from .executor import PackedModel, step_timer, warm_up

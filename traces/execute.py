@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-NEEDS_TORCH = "error: traces.execute needs torch: install the traces extra (pip install -e '.[traces]')"
+def torch_missing(command: str) -> bool:
+    """True (after one line on stderr) when torch is not installed: the real-execution
+    commands need the `traces` extra, the simulator does not."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"error: {command} needs torch: install the traces extra (pip install -e '.[traces]')",
+              file=sys.stderr)
+        return True
+    return False
 
 
 @dataclass
@@ -101,10 +110,7 @@ def _parse(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print(NEEDS_TORCH, file=sys.stderr)
+    if torch_missing("traces.execute"):
         return 2
     from sim.config import load_config
     from sim.errors import UserError

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.trace_io import write_atomic
+
 from sim.cost import StepLoad
 from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
 
@@ -237,19 +239,14 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
     prof = {"format": PROFILE_FORMAT, "metadata": meta, "columns": list(LOAD_COLUMNS) + ["seconds"],
             "samples": [[int(v) for v in r[:-1]] + [round(r[-1], 7)] for r in rows]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(prof, indent=None, separators=(",", ":")) + "\n")
-    tmp.replace(out)
+    write_atomic(out, lambda p: Path(p).write_text(json.dumps(prof, indent=None, separators=(",", ":")) + "\n"))
     return meta
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from .execute import NEEDS_TORCH
-        print(NEEDS_TORCH.replace("traces.execute", "traces.profile_steps"), file=sys.stderr)
+    from .execute import torch_missing
+    if torch_missing("traces.profile_steps"):
         return 2
     from sim.config import load_config
     from sim.errors import UserError

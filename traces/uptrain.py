@@ -31,7 +31,6 @@ also freezes the shared block's base weights, leaving LoRA, norms and unique lay
 from __future__ import annotations
 
 import csv
-import math
 import random
 import sys
 import time

@@ -113,11 +113,8 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        from .execute import NEEDS_TORCH
-        print(NEEDS_TORCH.replace("traces.execute", "traces.validate"), file=sys.stderr)
+    from .execute import torch_missing
+    if torch_missing("traces.validate"):
         return 2
     from sim.config import load_config
     from sim.cost_profiled import ProfiledCost, read_profile
