@@ -31,7 +31,7 @@ class StepLoad:
     context: int  # sum of attended context lengths over those token-loops
     entering: int  # tokens starting loop 1: they also run the prelude layers
     entering_context: int
-    exiting: int  # tokens leaving the block: they also run the coda layers
+    exiting: int  # tokens running the coda layers: those leaving, or every token checking an exit
     exiting_context: int
     heads: int  # tokens evaluating the LM head (an exit check or the final prediction)
     kv_proj_layers: int  # layer-level K/V projections of skipped layers (kv_policy=propagate)

@@ -180,20 +180,23 @@ class SlotState:
                     self.owed[idx[early]] += self._owed_gain[exit_at[early]]
         hist = np.bincount(loops, minlength=n_loops + 1)
         exited = idx[leaving]
+        # an exit check is what leaving is: coda layers, final norm, head (one exit semantics),
+        # so with checks every loop every computing token runs the coda
+        coda = np.ones(n, dtype=bool) if self.checks_every_loop else leaving
         entering_context = exiting_context = 0
         if self.edge_layers:
             full = self.ctx[idx, 0]
             entering_context = int(full @ (loops == 1))
-            exiting_context = int(full @ leaving)
+            exiting_context = int(full @ coda)
         load = StepLoad(
             tokens=tokens,
             distinct_loops=int(np.count_nonzero(hist)),
             context=context,
             entering=int(hist[1]),
             entering_context=entering_context,
-            exiting=exited.size,
+            exiting=int(np.count_nonzero(coda)),
             exiting_context=exiting_context,
-            heads=n if self.checks_every_loop else exited.size,
+            heads=int(np.count_nonzero(coda)),
             kv_proj_layers=kv_proj,
             prefill=self.prefill,
         )

@@ -15,8 +15,8 @@ What one step does, as `sim.cost` charges it:
     linear layer, the point of depth-wise batching), the per-loop LoRA deltas and
     the attention run per loop over that loop's KV cache;
   * for leaving tokens the coda layers, final norm and LM head; with
-    `checks_every_loop` every other computing token also evaluates the head (how a
-    confidence exit decides), so heads = computing tokens, as the simulator counts.
+    `checks_every_loop` every other computing token runs them too (an exit check is
+    what leaving is: how a confidence exit decides), as the simulator counts.
 
 Token semantics: the trace's generated tokens are fed teacher-forced, so the real
 run makes the same exit decisions as the simulation. Prefill covers the prompt
@@ -25,7 +25,8 @@ P-1+p (the last prompt token, then generated token p-1) and predicts token p, so
 its logits after loop k are the ones the trace recorded for that token.
 
 KV per loop: every (loop, block layer) has its own cache (slot, kv_head, position,
-head_dim); prelude and coda layers one each. kv_policy=ignore: a token that exits
+head_dim); prelude and coda layers one each (the coda's holds each position's latest
+coda pass: a check writes it, the token's exit overwrites it last). kv_policy=ignore: a token that exits
 at loop e leaves no KV deeper than e, so deeper loops mask those positions out
 (per-loop validity). kv_policy=share: every loop reads (and only loop 1 writes)
 loop 1's KV.
@@ -440,26 +441,17 @@ class RealSteps:
             lo, masks = loras[j]
             x = self._layer(x, m.block[j], lo, masks, norm_in[j], norm_post[j], plan, self.kv_block[j], cos, sin)
         self.hidden[slots] = x
-        # leaving tokens: coda, final norm, head; with exit checks every other token: head too
-        leave = np.flatnonzero(leaving_np)
-        if leave.size:
-            li = torch.as_tensor(leave, device=dev)
-            xl = x[li]
-            if m.coda:
-                plan = self._plan(np.zeros(leave.size, np.int64), slots_np[leave], pos_np[leave], False, leave.size)
-                c, s = cos[li], sin[li]
-                for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
-                    xl = self._layer(xl, w, None, None, n_in, n_post, plan, kv, c, s)
-        if self.checks_every_loop:
-            heads = x
-            if leave.size:
-                heads = x.clone()
-                heads[li] = xl
-            rows = np.arange(n)
-        elif leave.size:
-            heads, rows = xl, leave
-        else:
+        # leaving tokens (with exit checks every loop: every token): coda, final norm, head
+        rows = np.arange(n) if self.checks_every_loop else np.flatnonzero(leaving_np)
+        if not rows.size:
             return
+        ri = None if rows.size == n else torch.as_tensor(rows, device=dev)
+        heads = x if ri is None else x[ri]
+        if m.coda:
+            plan = self._plan(np.zeros(rows.size, np.int64), slots_np[rows], pos_np[rows], False, rows.size)
+            c, s = (cos, sin) if ri is None else (cos[ri], sin[ri])
+            for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
+                heads = self._layer(heads, w, None, None, n_in, n_post, plan, kv, c, s)
         logits = F.linear(rms_norm(heads, m.final_norm, d.eps), m.embed)
         top = logits.max(-1).values
         conf = torch.exp(top.float() - torch.logsumexp(logits.float(), -1))  # what a confidence exit reads

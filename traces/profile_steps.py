@@ -4,7 +4,7 @@ measure real engine steps over a grid of the load quantities the cost model sees
 Each grid point is one engine step built the way `SlotState` builds them: some
 tokens (1-64) at loop 1 and/or later loops, each of a request with a prompt length
 and position drawn like the default trace's (so context spread within a step is
-realistic), some of them leaving, heads on leaving tokens only or on every token
+realistic), some of them leaving, coda and head on leaving tokens only or on every token
 (exit checks), sometimes requests admitted (prefilled) before the step, slots
 contiguous or scattered, and under kv_policy=ignore earlier tokens that exited at
 loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
@@ -132,10 +132,11 @@ class Grid:
             ctx[i] = P[i] + 1 + filled
         full = P + 1 + pos
         enter = loops == 1
+        coda = np.ones(n, dtype=bool) if checks else leaving  # an exit check runs the coda too
         load = StepLoad(tokens=n, distinct_loops=int(np.unique(loops).size), context=int(ctx.sum()),
                         entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
-                        exiting=int(leaving.sum()), exiting_context=int(full[leaving].sum()) if self.edge else 0,
-                        heads=n if checks else int(leaving.sum()), kv_proj_layers=0,
+                        exiting=int(coda.sum()), exiting_context=int(full[coda].sum()) if self.edge else 0,
+                        heads=int(coda.sum()), kv_proj_layers=0,
                         prefill=[int(self.prompt_len[r]) for r in admitted])
         batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
                           admitted=admitted.astype(np.int64))

@@ -129,3 +129,26 @@ def test_a_scheduler_that_cuts_tokens_short_is_caught():
     state = SlotState(wl, 2, KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore"), "ignore", 10, True)
     with pytest.raises(InvariantError, match="token-loops"):
         Engine(state, EmitsEarly(state), CostedSteps(ConstantCost(cfg.cost))).run()
+
+
+@pytest.mark.parametrize("checks", [False, True])
+def test_an_exit_check_costs_what_leaving_costs(checks):
+    """One exit semantics: a token leaving runs the coda, final norm and head; checking an exit
+    is the same pass, so with checks every loop every computing token is charged the coda and
+    the head, and without checks only the leaving ones are."""
+    from sim.exit_policy import apply_exit_policy
+    from sim.slots import SlotState
+    from sim.workload import build_workload
+
+    cfg = analytic_config("depthwise", 3, 3)
+    trace = make_trace([[1, 3], [2, 2], [3, 1]], 3)
+    exits, wrong = apply_exit_policy(trace, cfg.exit, 3)
+    wl = build_workload(trace, exits, wrong, 3, cfg.workload, 0)
+    state = SlotState(wl, 3, KVMemory(cfg.model, cfg.hardware, cfg.memory, "ignore"), "ignore", 10, checks,
+                      edge_layers=True)
+    state.admit(0.0)
+    load, exited, _ = state.run(state.active())
+    assert load.tokens == 3 and exited.size == 1  # the first request's token exits at loop 1
+    full_context = load.entering_context  # every token enters loop 1 in the first step
+    assert load.exiting == load.heads == (3 if checks else 1)
+    assert (load.exiting_context == full_context) == checks

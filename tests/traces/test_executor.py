@@ -106,7 +106,8 @@ def _ref_layer(model, i, x, pos, kv, read, write):
 def reference(model, seq, P, exits, kv_policy):
     """{(position, loop): logits} of one request run token by token: prompt (minus its last
     token) through every application, then each generated position up to its exit loop;
-    the head after every loop (exit check) and after the coda for the leaving loop."""
+    after every loop an exit check: coda (writing its KV: the exit's pass, last, is what
+    later positions read), final norm and head."""
     pre, tail = model.spec.prelude_layers, model.spec.coda_layers
     K = (len(model.apps) - pre - tail) // model.spec.num_loops
     kv, out = {}, {}
@@ -129,10 +130,9 @@ def reference(model, seq, P, exits, kv_policy):
     for p, e in enumerate(exits):
         pos = P - 1 + p
         for k, x in run(model.embed[seq[pos]][None], pos, range(e)):
-            out[(p, k + 1, False)] = model.logits(x)[0]
-        for i in range(len(model.apps) - tail, len(model.apps)):
-            x = _ref_layer(model, i, x, pos, kv, i, True)
-        out[(p, e, True)] = model.logits(x)[0]
+            for i in range(len(model.apps) - tail, len(model.apps)):
+                x = _ref_layer(model, i, x, pos, kv, i, True)
+            out[(p, k + 1, k + 1 == e)] = model.logits(x)[0]
     return out
 
 
