@@ -57,6 +57,7 @@ class Engine:
     def _serve(self, bar: tqdm):
         env, st, sched = self.env, self.state, self.scheduler
         step_seconds, want_batch = self.clock.step_seconds, self.clock.needs_batch
+        live = getattr(self.clock, "decides_exits", False)
         timeout, run, computing, after_step = env.timeout, st.run, sched.computing, sched.after_step
         st.admit(env.now)
         shown = 0
@@ -75,6 +76,8 @@ class Engine:
                 self._record(idx)
             load, exited, batch = run(idx, want_batch)
             dt = step_seconds(load, batch)
+            if live:  # the real model decided who leaves at this loop
+                exited = st.settle_exits(idx, batch.loops, self.clock.leaving)
             if not 0.0 < dt < math.inf:
                 raise InvariantError(f"step time {dt} s is not a positive finite number")
             if recording:

@@ -13,12 +13,13 @@ from typing import Any, Callable
 import pandas as pd
 
 from sim.config import ExitConfig, RunConfig, validate
+from sim.errors import ConfigError
 from sim.cost import make_cost_model
 from sim.engine import Engine, Timeline
 from sim.layout import check_loops
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
-from sim.registry import scheduler_registry
+from sim.registry import exit_registry, scheduler_registry
 from sim.slots import SlotState
 from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
@@ -58,6 +59,11 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     check_loops(trace, m)
     honoured = sched_cls.honours_exits and m.loops > 1
     exit_cfg = cfg.exit if honoured else ExitConfig("none", cfg.exit.kv_policy, cfg.exit.head_every_loop)
+    live = exit_registry.get(exit_cfg.policy, "exit").meta.get("decided_live", False)
+    if live and clock is None:
+        raise ConfigError(f"exit={exit_cfg.policy} is decided by the real model as it runs: use python -m "
+                          f"traces.execute exit={exit_cfg.policy} --checkpoint PATH (exit=confidence replays "
+                          f"the confidences a trace recorded)")
     exits, wrong = sched_cls.token_exits(trace, exit_cfg, cfg.scheduler, m.loops)
     wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
@@ -69,6 +75,8 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     if clock is not None and not hasattr(clock, "step_seconds"):
         clock = clock(wl, state)  # a real backend's factory
     clock = clock or CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
+    if live and not getattr(clock, "decides_exits", False):
+        raise ConfigError(f"exit={exit_cfg.policy} needs a step clock that decides exits (the real backend)")
     scheduler = sched_cls(state, cfg.scheduler)
     engine = Engine(state, scheduler, clock,
                     progress=cfg.progress, timeline_steps=timeline_steps)

@@ -211,6 +211,18 @@ class SlotState:
         self.token_loops += n
         return load, exited, batch
 
+    def settle_exits(self, idx: np.ndarray, loops: np.ndarray, leave: np.ndarray) -> np.ndarray:
+        """exit=live: the tokens of the step just run (slots `idx` at `loops`) that the model
+        let leave take this loop as their exit; return the slots whose token exited."""
+        early = leave & (loops < self.exit_at[idx])
+        if early.any():
+            s = idx[early]
+            self.exit_at[s] = loops[early]
+            at = self.base[s] + self.tok[s]
+            self.exits[at] = loops[early]  # the run's exits, for its metrics and token accounting
+            self.wl.exit_loop[at] = loops[early]
+        return idx[loops == self.exit_at[idx]]
+
     def emit(self, idx: np.ndarray, now: float) -> None:
         """Hand the given slots' tokens to their requests; start each request's next
         token at loop 1, or finish the request and free its slot and KV."""

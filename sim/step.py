@@ -33,6 +33,9 @@ class StepBatch:
 
 class StepClock(Protocol):
     needs_batch: bool
+    # A clock that decides exits (exit=live) sets `decides_exits` and, after each step,
+    # `leaving`: per computing slot of the batch, whether its token leaves at this loop.
+    # Optional: a clock without the attribute replays the workload's exits.
 
     def step_seconds(self, load: StepLoad, batch: StepBatch | None) -> float: ...
 

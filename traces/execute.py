@@ -7,6 +7,8 @@ is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 an
 reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
 `backend: real` and how it was measured), requests.parquet, config.yaml and
 steps.parquet (per step: the load the cost model sees and the measured seconds).
+With `exit=live` (and an uptrained `--checkpoint`) the model's own confidence decides
+each exit; exits.parquet then compares every token's live exit with the trace's.
 The makespan is the sum of measured step times: the engine's clock. On a CPU with one
 torch thread a step is timed by the process's CPU time (see executor.step_timer: a
 shared machine's other jobs do not count); wall time is logged beside it.
@@ -42,6 +44,7 @@ class Executed:
     steps: Any  # DataFrame, one row per step
     emit_log: list | None = None
     records: list | None = None
+    exits: Any = None  # exit=live: DataFrame, one row per token (traces.live_exits)
 
 
 def compose(overrides: list[str]):
@@ -70,13 +73,15 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
 
     trace = trace if trace is not None else load_run_trace(cfg)
     checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
-    made: list[RealSteps] = []
+    made: list[tuple] = []
 
     def clock(wl, state):
         seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
+        live = cfg.exit.policy == "live" and state.checks_every_loop  # a scheduler honouring exits
         rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
-                       checks_every_loop=state.checks_every_loop, record=record, timer=timer)
-        made.append(rs)
+                       checks_every_loop=state.checks_every_loop, record=record, timer=timer,
+                       live_threshold=cfg.exit.threshold if live else None)
+        made.append((rs, wl, seqs))
         return rs
 
     if warm:
@@ -84,14 +89,19 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     t0 = time.perf_counter()
     result = simulate(cfg, trace=trace, log_emits=log_emits, clock=clock)
     wall = time.perf_counter() - t0
-    rs = made[0]
+    rs, wl, seqs = made[0]
     steps = pd.DataFrame(rs.log, columns=list(LOG_COLUMNS))
     metrics = dict(result.metrics)
     metrics.update({"backend": "real", "cost": None, "hardware": None, "wall_s": wall,
                     "device": str(packed.device), "dtype": str(packed.dtype).replace("torch.", ""),
                     "step_s_median": float(steps.seconds.median()) if len(steps) else None,
                     "step_timer": rs.timer, "wall_steps_s": float(steps.wall_seconds.sum())})
-    return Executed(metrics, result.requests, steps, result.emit_log, rs.records)
+    exits = None
+    if rs.decides_exits:
+        from .live_exits import live_exit_summary, live_exit_table
+        exits = live_exit_table(rs.live_log, trace, wl, rs.live_threshold, seqs)
+        metrics.update(live_exit_summary(exits, cfg.model.loops))
+    return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits)
 
 
 def _parse(argv: list[str]):
@@ -148,12 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/execute/{stamp}_{cfg.scheduler.name}")
     write_outputs(out, raw, res.metrics, res.requests)
     write_atomic(out / "steps.parquet", lambda p: res.steps.to_parquet(p, index=False))
+    if res.exits is not None:
+        write_atomic(out / "exits.parquet", lambda p: res.exits.to_parquet(p, index=False))
     # metrics.json again, last: it marks a finished run (steps.parquet written before it)
     write_atomic(out / "metrics.json",
                  lambda p: Path(p).write_text(json.dumps(res.metrics, indent=2, sort_keys=True, default=str) + "\n"))
     shown = dict(res.metrics, hardware=res.metrics["device"], cost=f"real, {res.metrics['dtype']}")
     print(format_summary(shown).replace(" cost)", ")"))
     print(f"  {'wall (incl. engine)':<20} {res.metrics['wall_s']:.2f} s")
+    if res.exits is not None:
+        m = res.metrics
+        share = lambda xs: " / ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        print(f"  {'live exits by loop':<20} {share(m['live_exit_share'])} (trace oracle "
+              f"{share(m['trace_oracle_exit_share'])}); same exit as the oracle for {m['live_vs_oracle_same_exit']:.1%}"
+              + (f", as the trace's confidence for {m['live_vs_trace_confidence_same_exit']:.1%}"
+                 if "live_vs_trace_confidence_same_exit" in m else ""))
     print(f"  {'outputs':<20} {out}")
     return 0
 

@@ -208,11 +208,19 @@ class RealSteps:
 
     def __init__(self, packed: PackedModel, batch_size: int, prompt_len: np.ndarray,
                  sequences: list[np.ndarray], kv_policy: str = "ignore", checks_every_loop: bool = False,
-                 record: bool = False, timer: str = "auto"):
+                 record: bool = False, timer: str = "auto", live_threshold: float | None = None):
         if kv_policy not in KV_POLICIES:
             raise ConfigError(f"exit.kv_policy={kv_policy!r} is not executed for real; "
                               f"the real backend runs {', '.join(KV_POLICIES)}")
+        if live_threshold is not None and not checks_every_loop:
+            raise ConfigError("exit=live needs an exit check after every loop (exit.head_every_loop=true)")
         m = self.m = packed
+        # exit=live: a token leaves once its confidence reaches the threshold (sim.exit_live);
+        # `leaving` answers the engine after each step, `live_log` keeps every exit taken
+        self.decides_exits = live_threshold is not None
+        self.live_threshold = live_threshold
+        self.leaving = np.zeros(0, dtype=bool)
+        self.live_log: list[tuple[np.ndarray, ...]] = []  # (requests, positions, loops, conf, top-1) per step
         self.kv_policy = kv_policy
         self.checks_every_loop = checks_every_loop
         self.prompt_len = np.asarray(prompt_len, dtype=np.int64)
@@ -453,8 +461,14 @@ class RealSteps:
             for (w, n_in, n_post), kv in zip(m.coda, self.kv_coda):
                 heads = self._layer(heads, w, None, None, n_in, n_post, plan, kv, c, s)
         logits = F.linear(rms_norm(heads, m.final_norm, d.eps), m.embed)
-        top = logits.max(-1).values
+        top, arg = logits.max(-1)
         conf = torch.exp(top.float() - torch.logsumexp(logits.float(), -1))  # what a confidence exit reads
+        if self.decides_exits:
+            leave = (conf.cpu().numpy() >= self.live_threshold) | (loops_np == m.loops)
+            self.leaving = np.empty(n, dtype=bool)
+            self.leaving[order] = leave
+            self.live_log.append((req_np[leave], batch.positions[order][leave], loops_np[leave],
+                                  conf.cpu().numpy()[leave], arg.cpu().numpy()[leave]))
         if self.records is not None:
             self.records.append({"requests": req_np[rows], "positions": batch.positions[order][rows],
                                  "loops": loops_np[rows], "leaving": leaving_np[rows],

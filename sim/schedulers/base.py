@@ -76,25 +76,19 @@ class IterationScheduler(Scheduler):
     only then are tokens emitted and, if `refill` allows, waiting requests admitted.
     Tokens that exit early keep their slot and idle: the synchronization problem."""
 
-    def __init__(self, state: SlotState, cfg: SchedulerConfig | None = None):
-        super().__init__(state, cfg)
-        self.steps_left = 0  # loop steps left in the current iteration
-
     def computing(self) -> np.ndarray:
+        # an iteration goes on while a resident token has loops left (with exits replayed from
+        # a trace that is max(exit loop) steps; under exit=live it is only known as it happens);
+        # without exits every resident token runs every loop of it
+        if not self.honours_exits:
+            return self.state.active()
         st = self.state
-        if self.steps_left == 0:  # a new iteration starts with whoever is resident now
-            active = st.active()
-            if active.size == 0:
-                return active
-            self.steps_left = int(st.exit_at[active].max())
-        if not self.honours_exits:  # every resident token runs every loop of the iteration
-            return st.active()
         return np.flatnonzero(st.occupied & (st.loop <= st.exit_at))
 
     def after_step(self, exited: np.ndarray, now: float) -> None:
-        self.steps_left -= 1
-        if self.steps_left == 0:
-            self.state.emit(self.state.active(), now)
+        st = self.state
+        if not (st.occupied & (st.loop <= st.exit_at)).any():
+            st.emit(st.active(), now)
             self.refill(now)
 
     def refill(self, now: float) -> None:

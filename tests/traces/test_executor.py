@@ -224,3 +224,44 @@ def test_execute_without_torch_says_install_traces_extra():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "traces" in p.stderr and "extra" in p.stderr
+
+
+def _live(packed, scheduler: str, threshold: float, seed: int = 5):
+    from traces.execute import run_real
+    trace = make_trace(seed=seed, n_req=6)
+    cfg = make_cfg(scheduler, 3, policy="live")
+    cfg.exit.threshold = threshold
+    res = run_real(cfg, packed, None, log_emits=True, warm=False, trace=trace)
+    return res, trace, cfg
+
+
+@pytest.mark.parametrize("scheduler", ["sync_exit", "depthwise"])
+def test_live_exits_are_the_first_confident_loop(recursive, packed, scheduler):
+    """exit=live: each token leaves at the first loop whose real confidence (coda, norm, head)
+    reaches the threshold, as an unbatched reference run with those same exits confirms;
+    every token is emitted once and the run's metrics count the live exits."""
+    from traces.serving import request_sequences
+    probe, trace, cfg = _live(packed, scheduler, 1.0)  # (almost) never confident: all loops
+    assert (probe.exits.live_exit == LOOPS).mean() > 0.9
+    threshold = float(np.median(probe.exits.live_conf))  # the last loop's: some exit earlier, some not
+    res, trace, cfg = _live(packed, scheduler, threshold)
+    ex = res.exits
+    assert len(ex) == res.metrics["num_tokens"] and not ex.duplicated(["request", "position"]).any()
+    assert 1 < res.metrics["mean_exit_loop"] < LOOPS
+    assert res.metrics["mean_exit_loop"] == pytest.approx(ex.live_exit.mean())
+    wl = _workload(cfg, trace)
+    seqs = request_sequences(trace, wl, None, packed.dims.vocab, cfg.seed)
+    for r, g in ex.groupby("request"):
+        exits = g.sort_values("position").live_exit.tolist()
+        ref = reference(recursive, torch.as_tensor(seqs[r]), int(wl.prompt_len[r]), exits, "ignore")
+        for p, e in enumerate(exits):
+            conf = [torch.softmax(ref[(p, k, k == e)].double(), -1).max().item() for k in range(1, e + 1)]
+            assert all(c < threshold for c in conf[:-1]), (r, p, conf)
+            assert e == LOOPS or conf[-1] >= threshold, (r, p, conf)
+
+
+def test_live_exit_needs_the_real_model():
+    from sim.errors import ConfigError
+    cfg = make_cfg("depthwise", 3, policy="live")
+    with pytest.raises(ConfigError, match="traces.execute exit=live"):
+        simulate(cfg, trace=make_trace(seed=6))
