@@ -213,8 +213,9 @@ def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = Non
 
 
 def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, command: str, placement: dict,
-                paused: bool, measured: "StepProfiler | None" = None) -> dict:
-    """Profile (or take the passes `measured` already holds), fit, write the profile file."""
+                paused: bool, measured: "StepProfiler | None" = None, runs=None) -> dict:
+    """Profile (or take the passes `measured` already holds), add the steps of profiling
+    runs (`runs`: traces.validate.RunProfiler) if any, fit, write the profile file."""
     import torch
 
     from sim.trace_io import git_commit
@@ -223,6 +224,10 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
         rows, stats = measured.result()
     else:
         rows, stats = profile(packed, packed.layout(), cfg.exit.kv_policy, points, reps, seed)
+    if runs is not None and runs.rows:
+        rows = rows + runs.rows
+        stats = {**stats, "run_steps": len(runs.rows), "run_passes": runs.passes,
+                 "run_points": [f"{s} b={b}" for s, b in runs.points], "seconds": stats["seconds"] + runs.seconds}
     data = np.asarray(rows)
     cols = {c: data[:, i] for i, c in enumerate(LOAD_COLUMNS)}
     report = fit_report(cols, data[:, -1])

@@ -2,10 +2,12 @@
 the simulator, write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,pdf}.
 
 One command so the whole check reruns unchanged on a quiet machine:
-  1. profile real steps (traces.profile_steps) into the bundled profile that
-     `cost=profiled` reads by default (or reuse one: --profile PATH), its passes
-     spread before, between and after the real runs' repeats (a shared machine's
-     load drifts: profile and runs must sample the same conditions);
+  1. profile real steps into the bundled profile that `cost=profiled` reads by
+     default (or reuse one: --profile PATH): grid points (traces.profile_steps) and
+     the steps of real runs of every scheduler and batch size on trace requests the
+     validation workloads never draw (RunProfiler), their passes spread before,
+     between and after the real runs' repeats (a shared machine's load drifts:
+     profile and runs must sample the same conditions);
   2. run the four schedulers at batch 8, 16 and 32 for real (traces.execute's
      engine + RealSteps) on workloads resampled from the default trace (at least
      --min-tokens generated tokens each), every point --reps times, repetitions
@@ -59,11 +61,72 @@ def workload_size(batch: int, seed: int, min_tokens: int) -> int:
         n += 1
 
 
+def used_requests(trace, sizes: dict[int, int], seed: int) -> np.ndarray:
+    """Trace requests the validation workloads draw (their resampling is the simulator's)."""
+    from sim.config import WorkloadConfig
+    from sim.workload import build_workload
+
+    picks = [build_workload(trace, trace.exit_loop, np.zeros(trace.num_tokens, bool), trace.num_loops,
+                            WorkloadConfig(num_requests=n), seed).source for n in sizes.values()]
+    return np.unique(np.concatenate(picks))
+
+
+def held_out(trace, used: np.ndarray):
+    """The trace without the requests `used`: what profiling runs may draw from."""
+    from dataclasses import replace
+
+    from sim.workload import _token_index
+
+    keep = np.setdiff1d(np.arange(trace.num_requests), used)
+    tok = _token_index(trace.offsets, trace.gen_len, keep)
+    per_tok = {k: getattr(trace, k)[tok] for k in ("conf", "correct") if getattr(trace, k) is not None}
+    return replace(trace, request_id=trace.request_id[keep], prompt_len=trace.prompt_len[keep],
+                   gen_len=trace.gen_len[keep], exit_loop=trace.exit_loop[tok], **per_tok)
+
+
+class RunProfiler:
+    """Profile steps as real runs make them: the four schedulers at each batch size on
+    workloads of trace requests the validation never uses (one batch of requests each),
+    every step's load and measured time kept. Grid points cover the load space; these
+    cover the step sequences runs really produce (resumed hidden states, KV holes left
+    by real exits, scattered slots), which a grid drawn independently per step misses."""
+
+    def __init__(self, packed, tok, trace, schedulers, batches, seed: int):
+        self.packed, self.tok, self.trace = packed, tok, trace
+        self.points = [(s, b) for b in batches for s in schedulers]
+        self.seed = seed
+        self.rows: list[list[float]] = []
+        self.passes = 0
+        self.seconds = 0.0
+
+    def run_pass(self) -> None:
+        from sim.config import load_config
+        from sim.cost_profiled import LOAD_COLUMNS
+
+        from .execute import compose, run_real
+
+        t0 = time.perf_counter()
+        for s, b in self.points:
+            cfg = load_config(compose([f"scheduler={s}", f"scheduler.batch_size={b}",
+                                       f"workload.num_requests={b}", f"seed={self.seed + self.passes}"]))
+            cfg.progress = False
+            res = run_real(cfg, self.packed, self.tok, warm=False, trace=self.trace)
+            self.rows += res.steps[list(LOAD_COLUMNS) + ["seconds"]].to_numpy(float).tolist()
+        self.passes += 1
+        self.seconds += time.perf_counter() - t0
+        print(f"  profile runs pass {self.passes}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def spread(passes: int, slots: int) -> list[int]:
+    """How many of `passes` fall in each of `slots` gaps, evenly spread."""
+    return [sum(1 for p in range(passes) if p * slots // passes == k) for k in range(slots)]
+
+
 def speedups(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for b, g in table.groupby("batch_size"):
         t = g.set_index("scheduler")
-        for base in ("continuous", "sync_exit", "static"):
+        for base in [b for b in ("continuous", "sync_exit", "static") if b in t.index and "depthwise" in t.index]:
             rows.append({"batch_size": b, "over": base,
                          "real": t.real_makespan_s[base] / t.real_makespan_s["depthwise"],
                          "profiled": t.sim_makespan_s[base] / t.sim_makespan_s["depthwise"],
@@ -118,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sim.config import load_config
     from sim.cost_profiled import ProfiledCost, read_profile
+    from sim.simulation import load_run_trace
 
     from .execute import compose, run_real
     from .profile_steps import StepProfiler, build_packed, run_profile
@@ -128,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-out", default=str(BUNDLED), help="where the new profile goes")
     ap.add_argument("--points", type=int, default=240, help="profile grid points")
     ap.add_argument("--profile-reps", type=int, default=3)
+    ap.add_argument("--profile-runs", type=int, default=2,
+                    help="passes of profiling runs on held-out trace requests (0: grid only)")
     ap.add_argument("--reps", type=int, default=2, help="real runs per validation point")
     ap.add_argument("--batches", default="8,16,32")
     ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
@@ -154,15 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     with background_paused(not args.no_pause) as paused:
         # profile passes spread over the real runs (before, between and after the repeats), so
         # that on a shared machine the profile and the runs see the same conditions
-        profiler = None
+        profiler = run_profiler = None
         if args.profile is None:
             profiler = StepProfiler(packed, packed.layout(), base_cfg.exit.kv_policy, args.points, args.seed)
+            if args.profile_runs:
+                trace = load_run_trace(base_cfg)
+                run_profiler = RunProfiler(packed, tok, held_out(trace, used_requests(trace, sizes, args.seed)),
+                                           schedulers, batches, args.seed + 1000)
         slots = args.reps + 1
-        due = [sum(1 for p in range(args.profile_reps) if p * slots // args.profile_reps == k) for k in range(slots)]
+        due = spread(args.profile_reps, slots)
+        due_runs = spread(args.profile_runs, slots)
 
         def profile_passes(k: int) -> None:
             for _ in range(due[k] if profiler is not None else 0):
                 profiler.run_pass()
+            for _ in range(due_runs[k] if run_profiler is not None else 0):
+                run_profiler.run_pass()
 
         for rep in range(args.reps):
             profile_passes(rep)
@@ -181,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_passes(args.reps)
         if profiler is not None:
             run_profile(base_cfg, packed, Path(args.profile_out), args.points, args.profile_reps, args.seed,
-                        command, placement, paused is not None, measured=profiler)
+                        command, placement, paused is not None, measured=profiler, runs=run_profiler)
             profile_path = Path(args.profile_out)
         else:
             profile_path = Path(args.profile)
