@@ -134,6 +134,24 @@ def speedups(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown(table: pd.DataFrame, sp: pd.DataFrame) -> str:
+    """The README's two tables, from the CSVs (so no number in them is typed by hand)."""
+    pct = lambda v: f"{v:+.1%}"  # noqa: E731
+    lines = ["| scheduler | batch | real (s) | spread | cost=profiled (s) | error | roofline (s) | roofline error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.scheduler} | {r.batch_size} | {r.real_makespan_s:.1f} | {r.real_spread:.1%} | "
+                     f"{r.sim_makespan_s:.1f} | {pct(r.error)} | {r.roofline_makespan_s:.1f} | {pct(r.roofline_error)} |")
+    lines += ["", "| batch | over | real | cost=profiled | roofline |", "|---|---|---|---|---|"]
+    for r in sp.itertuples():
+        lines.append(f"| {r.batch_size} | {r.over} | {r.real:.2f}x | {r.profiled:.2f}x | {r.roofline:.2f}x |")
+    err = table.error.abs()
+    lines += ["", f"max |error| {err.max():.1%}, median {err.median():.1%}; roofline median "
+                  f"{table.roofline_error.abs().median():.1%}, from {table.roofline_error.min():+.0%} to "
+                  f"{table.roofline_error.max():+.0%}; largest spread of repeats {table.real_spread.max():.0%}"]
+    return "\n".join(lines) + "\n"
+
+
 def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
     from analysis.style import plt, save, scheduler_color, scheduler_label
 
@@ -206,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", default=str(ROOT / "figures" / "data" / "sim_vs_real.csv"))
     ap.add_argument("--figure", default=str(ROOT / "figures" / "sim_vs_real"))
     ap.add_argument("--no-pause", action="store_true")
+    ap.add_argument("--tables", action="store_true", help="only rewrite sim_vs_real.md from the CSVs")
     args = ap.parse_args(argv)
+    if args.tables:
+        csv = Path(args.csv)
+        csv.with_name("sim_vs_real.md").write_text(
+            markdown(pd.read_csv(csv), pd.read_csv(csv.with_name("sim_vs_real_speedups.csv"))))
+        return 0
     t_start = time.perf_counter()
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
     base_cfg = load_config(compose([]))
@@ -290,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(csv, index=False, float_format="%.6g")
     sp = speedups(table)
     sp.to_csv(csv.with_name("sim_vs_real_speedups.csv"), index=False, float_format="%.4g")
+    csv.with_name("sim_vs_real.md").write_text(markdown(table, sp))
     cost = ProfiledCost(load_config(compose(["cost=profiled", f"cost.profile={profile_path}"])).cost, None, base_cfg.model)
     steps = pd.concat(step_logs, ignore_index=True)
     steps["predicted_s"] = cost.predict({c: steps[c].to_numpy() for c in LOAD_COLUMNS})
