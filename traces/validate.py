@@ -208,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m traces.validate", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default=None, help="reuse this profile instead of measuring one")
     ap.add_argument("--profile-out", default=str(BUNDLED), help="where the new profile goes")
-    ap.add_argument("--points", type=int, default=240, help="profile grid points")
+    ap.add_argument("--points", type=int, default=300, help="profile grid points")
     ap.add_argument("--profile-reps", type=int, default=3)
     ap.add_argument("--profile-runs", type=int, default=2,
                     help="passes of profiling runs on held-out trace requests (0: grid only)")
-    ap.add_argument("--reps", type=int, default=2, help="real runs per validation point")
+    ap.add_argument("--reps", type=int, default=3, help="real runs per validation point")
     ap.add_argument("--batches", default="8,16,32")
     ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
     ap.add_argument("--min-tokens", type=int, default=2000)
