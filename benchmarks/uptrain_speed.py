@@ -9,11 +9,20 @@ Variants: `fp32` (the old default), `amp` (bf16 autocast of student and teacher)
 
     python -m benchmarks.uptrain_speed                       # 2 loops middle-cycle, 2 threads
     python -m benchmarks.uptrain_speed --threads 1 --rounds 2 --steps 2
+    python -m benchmarks.uptrain_speed --allocators system,tcmalloc --variants amp_bf16_teacher
+
+`--allocators` compares memory allocators (glibc against tcmalloc, `traces/allocator.py`):
+an allocator is fixed for a process's life, so each round runs one child process per
+allocator, alternating, and the table gains an `allocator` column.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -27,8 +36,50 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round and mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--allocators", default=None,
+                        help="e.g. system,tcmalloc: alternate child processes per allocator")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child output
     args = parser.parse_args(argv)
+    if args.allocators:
+        return compare_allocators(args, argv if argv is not None else sys.argv[1:])
+    frame = measure(args)
+    if args.json:
+        print("ROWS " + frame.to_json(orient="records"))
+        return
+    report(frame, args)
 
+
+VARIANTS = ("fp32", "amp", "amp_bf16_teacher", "frozen_bf16")
+
+
+def compare_allocators(args, argv: list[str]) -> None:
+    from traces.allocator import find_tcmalloc
+
+    allocs = args.allocators.split(",")
+    lib = find_tcmalloc()
+    if "tcmalloc" in allocs and lib is None:
+        raise SystemExit("error: tcmalloc is not installed (apt-get install libtcmalloc-minimal4)")
+    child_argv = [a for i, a in enumerate(argv) if not a.startswith("--allocators")
+                  and not (i and argv[i - 1] == "--allocators")]
+    frames = []
+    for r in range(1, args.rounds + 1):
+        for alloc in allocs:
+            env = dict(os.environ, RRTSIM_ALLOCATOR="system")
+            env.pop("LD_PRELOAD", None)
+            if alloc == "tcmalloc":
+                env["LD_PRELOAD"] = lib
+            out = subprocess.run([sys.executable, "-m", "benchmarks.uptrain_speed", *child_argv,
+                                  "--rounds", "1", "--json"], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            rows = pd.DataFrame(json.loads(next(l for l in out.splitlines() if l.startswith("ROWS "))[5:]))
+            frames.append(rows.assign(round=r, allocator=alloc))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["mode"] = frame["allocator"] + " " + frame["mode"]
+    report(frame, args)
+
+
+def measure(args) -> pd.DataFrame:
     import torch
 
     from traces.base_model import load_base
@@ -44,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = RecursiveSpec(num_loops=2, prelude_layers=1, coda_layers=1, init="average", lora_rank=64)
     variants = {"fp32": (False, teacher32, False), "amp": (True, teacher32, False),
                 "amp_bf16_teacher": (True, teacher16, False), "frozen_bf16": (True, teacher16, True)}
+    variants = {k: variants[k] for k in args.variants.split(",")}
     setups = {}
     for mode, (amp, teacher, frozen) in variants.items():
         model = convert(hf, spec, svd=False).to(dev).train()  # LoRA values do not change the cost
@@ -68,11 +120,14 @@ def main(argv: list[str] | None = None) -> None:
             if r:
                 rows.append({"round": r, "mode": mode, "trainable_M": sum(p.numel() for p in params) / 1e6,
                              "tok_s": args.steps * x.numel() / (time.perf_counter() - t0)})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def report(frame: pd.DataFrame, args) -> None:
     table = frame.groupby("mode", sort=False).agg(trainable_M=("trainable_M", "first"), tok_s=("tok_s", "median"))
     print(f"{args.threads} threads, batch {args.batch} x {args.seq_len}, {args.rounds} rounds x {args.steps} steps "
           f"per mode (median):")
-    table["x_fp32"] = table.tok_s / table.tok_s["fp32"]
+    table["x_first"] = table.tok_s / table.tok_s.iloc[0]
     spread = frame.groupby("mode", sort=False).tok_s.agg(["min", "max"])
     print(table.join(spread).to_string(float_format="%.2f"))
 

@@ -165,6 +165,9 @@ def run(cfg) -> tuple[Path, dict]:
 
 
 def main():
+    from .allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc("traces.record")
     import hydra
 
     @hydra.main(config_path="conf", config_name="record", version_base="1.3")

@@ -76,6 +76,10 @@ def add_shard(teacher, tok, source: str = DEFAULT_SOURCE, batch: int = 32,
 
 
 def main(argv=None):
+    if argv is None:
+        from .allocator import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc("traces.textpool")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", default=DEFAULT_SOURCE)
     ap.add_argument("--shards", type=int, default=4)

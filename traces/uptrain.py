@@ -154,8 +154,10 @@ def train(cfg) -> dict:
     if cfg.freeze_shared:
         freeze_shared(model)
     params = model.trainable_parameters()
+    from .allocator import active
     say(f"trainable params {sum(p.numel() for p in params) / 1e6:.1f}M (embeddings frozen"
-        f"{', shared block frozen' if cfg.freeze_shared else ''}); exits {model.num_exits}")
+        f"{', shared block frozen' if cfg.freeze_shared else ''}); exits {model.num_exits}; "
+        f"{torch.get_num_threads()} threads, allocator {active()}")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     if ck is not None and "optimizer" in ck:
         opt.load_state_dict(ck["optimizer"])
@@ -287,6 +289,9 @@ def _fmt(r: dict) -> str:
 
 
 def main():
+    from .allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc("traces.uptrain")
     import hydra
 
     @hydra.main(config_path="conf", config_name="uptrain", version_base="1.3")
