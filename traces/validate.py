@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from sim.cost_profiled import BUNDLED, LOAD_COLUMNS
+from sim.trace import DEFAULT_TRACE
 
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,12 +51,12 @@ def sim_makespan(overrides: list[str]) -> dict:
     return simulate(cfg).metrics
 
 
-def workload_size(batch: int, seed: int, min_tokens: int) -> int:
+def workload_size(batch: int, seed: int, min_tokens: int, base: list[str] = ()) -> int:
     """Fewest requests (at least 2 x batch, so the batch refills) whose resampled
     workload has at least min_tokens generated tokens."""
     n = 2 * batch
     while True:
-        m = sim_makespan([f"workload.num_requests={n}", f"seed={seed}", "cost=constant"])
+        m = sim_makespan([*base, f"workload.num_requests={n}", f"seed={seed}", "cost=constant"])
         if m["num_tokens"] >= min_tokens:
             return n
         n += 1
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-runs", type=int, default=2,
                     help="passes of profiling runs on held-out trace requests (0: grid only)")
     ap.add_argument("--reps", type=int, default=3, help="real runs per validation point")
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE.relative_to(ROOT)),
+                    help="trace the workloads are drawn from (default: the bundled default trace)")
     ap.add_argument("--batches", default="8,16,32")
     ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
     ap.add_argument("--min-tokens", type=int, default=2000)
@@ -233,12 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t_start = time.perf_counter()
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
-    base_cfg = load_config(compose([]))
+    # the trace is named in every row's overrides, so that they keep reproducing the row
+    # when the bundled default trace is re-recorded
+    base_ov = [f"trace.path={args.trace}"]
+    base_cfg = load_config(compose(base_ov))
     packed, tok = build_packed(base_cfg, args.device, args.dtype)
     command = " ".join(["python -m traces.validate"] + [shlex.quote(a) for a in argv])
     batches = [int(b) for b in args.batches.split(",")]
     schedulers = args.schedulers.split(",")
-    sizes = {b: workload_size(b, args.seed, args.min_tokens) for b in batches}
+    sizes = {b: workload_size(b, args.seed, args.min_tokens, base_ov) for b in batches}
     runs: dict[tuple, list] = {}
     step_logs = []
     with background_paused(not args.no_pause) as paused:
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_passes(rep)
             for b in batches:
                 for s in schedulers:
-                    ov = [f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}",
+                    ov = [*base_ov, f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}",
                           f"seed={args.seed}"]
                     cfg = load_config(compose(ov))
                     cfg.progress = False
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     peaks = prof_meta["roofline"]
     rows = []
     for (s, b), ms in runs.items():
-        ov = [f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}", f"seed={args.seed}"]
+        ov = [*base_ov, f"scheduler={s}", f"scheduler.batch_size={b}", f"workload.num_requests={sizes[b]}",
+              f"seed={args.seed}"]
         prof_ov = ov + ["cost=profiled"] + ([] if bundled else [f"cost.profile={profile_path}"])
         roof_ov = ov + ["cost=roofline", "hardware.name=this_cpu",
                         f"hardware.bandwidth_gb_s={peaks['bandwidth_gb_s']:.3f}",
