@@ -112,8 +112,14 @@ class WindowSampler:
         return torch.stack([self.stream[s:s + self.seq_len] for s in starts])
 
 
-def lr_at(cfg, step: int) -> float:
-    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+def lr_at(cfg, step: int, tokens: int = 0) -> float:
+    """Warmup, then constant; with `decay_tokens` > 0 the last decay_tokens before
+    `max_tokens` decay it linearly to zero (warmup-stable-decay: a run can be extended
+    at a constant rate and still end cooled down, by resuming with a new max_tokens)."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+    if cfg.decay_tokens:
+        lr *= min(1.0, max(0.0, (cfg.max_tokens - tokens) / cfg.decay_tokens))
+    return lr
 
 
 def _atomic_save(obj_fn, path: Path):
@@ -227,7 +233,7 @@ def train(cfg) -> dict:
             break
         step = state["step"]
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step, state["tokens"])
         x = sampler.batch(cfg.batch).to(dev)
         loss, kls = train_step(model, teacher, opt, params, x, weights, bool(cfg.amp), cfg.grad_clip,
                                cfg.exit_weight_self)
@@ -247,7 +253,7 @@ def train(cfg) -> dict:
                    "tok_s": round(tok_s, 1), "loss": sum(win_loss) / len(win_loss),
                    "kl_last": sum(k[-1] for k in win_kl) / len(win_kl),
                    "kl_first": sum(k[0] for k in win_kl) / len(win_kl),
-                   "pool_tokens": pool_tokens(cfg.source), "lr": lr_at(cfg, s), **r}
+                   "pool_tokens": pool_tokens(cfg.source), "lr": lr_at(cfg, s, state["tokens"]), **r}
             writer.writerow(row)
             curve.flush()
             say(f"step {s} tokens {state['tokens']} train tok/s {tok_s:.1f} loss {row['loss']:.3f} "

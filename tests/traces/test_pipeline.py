@@ -209,3 +209,14 @@ def test_kd_losses_equal_torch_kl_div_and_self_distillation_vanishes_on_agreemen
     same = [outs[1].clone(), outs[1]]
     assert self_distill_losses(same)[0].abs() < 1e-5
     assert self_distill_losses(outs)[0] > 0.1
+
+
+def test_lr_warms_up_stays_then_decays_to_zero_over_the_last_decay_tokens():
+    from traces.uptrain import lr_at
+    cfg = _cfg("uptrain", ["lr=1e-3", "warmup_steps=10", "max_tokens=10000", "decay_tokens=4000"])
+    assert lr_at(cfg, 0, 0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 50, 6000) == pytest.approx(1e-3)       # stable until the decay starts
+    assert lr_at(cfg, 60, 8000) == pytest.approx(0.5e-3)     # halfway through the decay
+    assert lr_at(cfg, 70, 10000) == 0.0
+    plain = _cfg("uptrain", ["lr=1e-3", "warmup_steps=10", "max_tokens=10000"])
+    assert lr_at(plain, 70, 10000) == pytest.approx(1e-3)    # decay_tokens=0: no decay
