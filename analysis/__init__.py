@@ -1,7 +1,7 @@
 """Analysis of rrtsim traces and sweeps: one call loads each into pandas.
 
     from analysis import load_trace_frame, load_sweep
-    tokens = load_trace_frame("traces/data/smollm2_r2_mc_r64.parquet")  # one row per token
+    tokens = load_trace_frame("traces/data/smollm2_r2_mc_r64_coda.parquet")  # one row per token
     points = load_sweep("multirun/sweep-1234abcd")                  # one row per sweep point
 """
 

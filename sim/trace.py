@@ -27,7 +27,7 @@ _PER_LOOP = re.compile(r"^(conf|correct)_\d+$")
 # The best bundled real trace (its card is beside it in traces/data/); conf/config.yaml's
 # default model, smollm2_135m_r2_mc, is the layout that recorded it. Only the Parquet
 # file is read here, so the simulator still needs no torch.
-DEFAULT_TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "smollm2_r2_mc_r64.parquet"
+DEFAULT_TRACE = Path(__file__).resolve().parent.parent / "traces" / "data" / "smollm2_r2_mc_r64_coda.parquet"
 
 
 class RequestTokens:

@@ -12,7 +12,7 @@ from sim.trace import DEFAULT_TRACE, load_trace
 
 DATA = Path(__file__).resolve().parents[2] / "traces" / "data"
 BUNDLED = sorted(DATA.glob("*.parquet"))
-MODELS = {"smollm2_r2_mc_r64": "smollm2_135m_r2_mc", "smollm2_r3_mc_r64": "smollm2_135m_r3_mc"}
+MODELS = {"smollm2_r2_mc_r64_coda": "smollm2_135m_r2_mc", "smollm2_r2_mc_r64": "smollm2_135m_r2_mc", "smollm2_r3_mc_r64": "smollm2_135m_r3_mc"}
 
 
 def test_the_bundled_traces_are_there():
