@@ -46,7 +46,8 @@ def run_info(meta: dict, checkpoint_path: Path | None = None) -> dict:
 
 def _uptrain_command(cfg: dict) -> str:
     keys = ["name", "num_loops", "prelude_layers", "coda_layers", "init", "lora_rank", "batch", "seq_len", "lr",
-            "max_minutes", "refresh_every", "device", "threads"]
+            "max_minutes", "refresh_every", "refresh_batch", "exit_weight_self", "max_tokens", "decay_tokens",
+            "device", "threads"]
     cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
     return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
 
@@ -78,9 +79,11 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              f"{N} loops (an exit after any loop runs the unique coda layers, the final norm and the "
              f"tied LM head{'' if meta.get('exit_semantics') == 'coda' else '; traces recorded before commit edf1347 skipped the coda at intermediate exits'})",
              f"- uptrained {meta['uptrain_steps']} steps, {int(meta['uptrain_tokens']):,} tokens of "
-             f"distillation (KL to the original model; weights 0.1 intermediate / 1.0 last loop), "
+             f"distillation (KL to the original model; weights {cfg.get('exit_weight_intermediate', 0.1):g} "
+             f"intermediate / {cfg.get('exit_weight_last', 1.0):g} last loop"
+             f"{', plus %g x KL(final loop || loop k) for the earlier loops' % cfg['exit_weight_self'] if cfg.get('exit_weight_self') else ''}), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",
-             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','max_minutes')} }`",
+             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','refresh_batch','max_minutes','exit_weight_self','max_tokens','decay_tokens')} }`",
              f"- uptraining command (resumable): `{_uptrain_command(cfg)}`",
              f"- uptraining wall clock: {_minutes(ck)} (shared 2-core CPU machine)",
              "", "## How it was made", "",
