@@ -15,4 +15,5 @@ Modules, one job each:
   validate    - profile + real runs + simulations -> figures/data/sim_vs_real.csv
   bench_generate - the executor against transformers' generate (vanilla model)
   quiet       - pinning and pausing the background job around timed runs
+  allocator   - re-exec training-sized commands under tcmalloc (glibc page-faults big buffers)
 """

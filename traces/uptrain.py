@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from sim.trace_io import write_atomic
 
+from .allocator import active
 from .base_model import load_base, resolve_device
 from .evalset import agreement, build_evalset
 from .recursive import RecursiveSpec, convert, load_model, original_from_hf, save_model
@@ -160,7 +161,6 @@ def train(cfg) -> dict:
     if cfg.freeze_shared:
         freeze_shared(model)
     params = model.trainable_parameters()
-    from .allocator import active
     say(f"trainable params {sum(p.numel() for p in params) / 1e6:.1f}M (embeddings frozen"
         f"{', shared block frozen' if cfg.freeze_shared else ''}); exits {model.num_exits}; "
         f"{torch.get_num_threads()} threads, allocator {active()}")
