@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child output
     args = parser.parse_args(argv)
     if args.allocators:
-        return compare_allocators(args, argv if argv is not None else sys.argv[1:])
+        return compare_allocators(args)
     frame = measure(args)
     if args.json:
         print("ROWS " + frame.to_json(orient="records"))
@@ -53,20 +53,19 @@ def main(argv: list[str] | None = None) -> None:
 VARIANTS = ("fp32", "amp", "amp_bf16_teacher", "frozen_bf16")
 
 
-def compare_allocators(args, argv: list[str]) -> None:
+def compare_allocators(args) -> None:
     from traces.allocator import find_tcmalloc
 
     allocs = args.allocators.split(",")
     lib = find_tcmalloc()
     if "tcmalloc" in allocs and lib is None:
         raise SystemExit("error: tcmalloc is not installed (apt-get install libtcmalloc-minimal4)")
-    child_argv = [a for i, a in enumerate(argv) if not a.startswith("--allocators")
-                  and not (i and argv[i - 1] == "--allocators")]
+    child_argv = ["--threads", str(args.threads), "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+                  "--steps", str(args.steps), "--device", args.device, "--variants", args.variants]
     frames = []
     for r in range(1, args.rounds + 1):
         for alloc in allocs:
-            env = dict(os.environ, RRTSIM_ALLOCATOR="system")
-            env.pop("LD_PRELOAD", None)
+            env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
             if alloc == "tcmalloc":
                 env["LD_PRELOAD"] = lib
             out = subprocess.run([sys.executable, "-m", "benchmarks.uptrain_speed", *child_argv,
