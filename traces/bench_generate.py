@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .precision import add_dtype_option, dtype_from_args
+
 
 def hf_generate(hf, tok, prompts: list[list[int]], batch: int, new: int, device,
                 timer: str = "wall") -> tuple[float, list[np.ndarray]]:
@@ -80,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", default="4,16,32", help="requests per batch size")
     ap.add_argument("--new", type=int, default=48, help="generated tokens per request")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16")
+    add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0")
     ap.add_argument("--out", default=None, help="write the table as JSON here")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     args = ap.parse_args(argv)
+    args.dtype = dtype_from_args(args)
     from .execute import torch_missing
     if torch_missing("traces.bench_generate"):
         return 2

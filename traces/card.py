@@ -47,9 +47,11 @@ def run_info(meta: dict, checkpoint_path: Path | None = None) -> dict:
 def _uptrain_command(cfg: dict) -> str:
     keys = ["name", "num_loops", "prelude_layers", "coda_layers", "init", "lora_rank", "batch", "seq_len", "lr",
             "max_minutes", "refresh_every", "refresh_batch", "exit_weight_self", "max_tokens", "decay_tokens",
-            "device", "threads"]
+            "device", "threads", "amp", "teacher_dtype"]
     cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
-    return "python -m traces.uptrain " + " ".join(f"{k}={cfg[k]}" for k in keys if k in cfg)
+    def show(v):
+        return str(v).lower() if isinstance(v, bool) else v
+    return "python -m traces.uptrain " + " ".join(f"{k}={show(cfg[k])}" for k in keys if k in cfg)
 
 
 def _best_tf(ck: dict, N: int, meta: dict) -> str:
@@ -83,7 +85,7 @@ def write_card(parquet: Path, df: pd.DataFrame, meta: dict, stats: dict, tok, ck
              f"intermediate / {cfg.get('exit_weight_last', 1.0):g} last loop"
              f"{', plus %g x KL(final loop || loop k) for the earlier loops' % cfg['exit_weight_self'] if cfg.get('exit_weight_self') else ''}), "
              f"embeddings frozen, on the teacher's own sampled answers to the *train* prompts",
-             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','refresh_batch','max_minutes','exit_weight_self','max_tokens','decay_tokens')} }`",
+             f"- uptraining config: `{ {k: cfg[k] for k in sorted(cfg) if k in ('batch','seq_len','lr','threads','device','temperature','refresh_every','refresh_batch','max_minutes','exit_weight_self','max_tokens','decay_tokens','amp','teacher_dtype')} }`",
              f"- uptraining command (resumable): `{_uptrain_command(cfg)}`",
              f"- uptraining wall clock: {_minutes(ck)} (shared 2-core CPU machine)",
              "", "## How it was made", "",

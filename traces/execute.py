@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .precision import add_dtype_option, dtype_from_args
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 def torch_missing(command: str) -> bool:
     """True (after one line on stderr) when torch is not installed: the real-execution
@@ -107,7 +109,7 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
 def _parse(argv: list[str]):
     ap = argparse.ArgumentParser(prog="python -m traces.execute", description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
     ap.add_argument("--checkpoint", default=None, help="uptrained checkpoint (default: the SVD conversion)")
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from .serving import serving_model
 
     args, overrides = _parse(argv)
+    args.dtype = dtype_from_args(args)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         print(f"error: unknown option {bad[0]}", file=sys.stderr)

@@ -35,6 +35,8 @@ from sim.trace_io import write_atomic
 from sim.cost import StepLoad
 from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
 
+from .precision import add_dtype_option, dtype_from_args
+
 TOKEN_CHOICES = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48)
 PREFILL_CHOICES = (1, 2, 4, 8, 16)
 MAX_GEN = 128
@@ -266,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--no-pause", action="store_true")
     args, overrides = ap.parse_known_args(argv)
+    args.dtype = dtype_from_args(args)
     try:
         cfg = load_config(compose(overrides))
         placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)

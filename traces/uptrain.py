@@ -14,7 +14,9 @@ pulling the final loop towards the early one.
 
 Speed on a CPU with bf16 units: the teacher only runs forward, so it is kept
 in bf16 outright (``teacher_dtype``); the student keeps fp32 master weights
-under bf16 autocast (``amp``).
+under bf16 autocast (``amp``). Both default to ``auto``: bf16 only where the
+hardware computes it natively (``traces/precision.py``): emulated bf16 trains
+about 4x slower than fp32.
 
 Why this shape:
 * runs unattended in the background: tqdm progress + a plain log, a
@@ -44,6 +46,7 @@ from sim.trace_io import write_atomic
 from .allocator import active
 from .base_model import load_base, resolve_device
 from .evalset import agreement, build_evalset
+from .precision import resolve_amp, resolve_dtype
 from .recursive import RecursiveSpec, convert, load_model, original_from_hf, save_model
 from .textpool import add_shard, load_sequences, pool_tokens
 
@@ -140,6 +143,10 @@ def train(cfg) -> dict:
         print(line, file=log, flush=True)
         print(line, file=sys.stderr, flush=True)
 
+    amp, amp_why = resolve_amp(cfg.amp, str(dev))
+    teacher_dtype, dtype_why = resolve_dtype(cfg.teacher_dtype, str(dev))
+    say(f"precision: student {'bf16 autocast' if amp else 'fp32'} ({amp_why}), "
+        f"teacher {teacher_dtype} ({dtype_why})")
     hf, tok = load_base(cfg.source)
     teacher = original_from_hf(hf).eval()
     spec = RecursiveSpec(cfg.num_loops, cfg.prelude_layers, cfg.coda_layers, cfg.init, cfg.lora_rank)
@@ -178,7 +185,7 @@ def train(cfg) -> dict:
     teacher.eval()
     # the held-out reference is the original model at full precision, built before the cast
     ev = build_evalset(teacher, tok, cfg.source, cfg.eval_prompts, cfg.eval_max_new)
-    teacher.to(getattr(torch, cfg.teacher_dtype))
+    teacher.to(getattr(torch, teacher_dtype))
     while pool_tokens(cfg.source) < cfg.min_pool_tokens:
         grow_pool()
     rng = random.Random()
@@ -205,7 +212,8 @@ def train(cfg) -> dict:
     def checkpoint(best_score=None):
         state["rng"] = rng.getstate()
         extra = {"train_state": dict(state), "optimizer": opt.state_dict(),
-                 "config": dict(cfg) if not hasattr(cfg, "_content") else _plain(cfg)}
+                 "config": {**(dict(cfg) if not hasattr(cfg, "_content") else _plain(cfg)),
+                            "amp": amp, "teacher_dtype": teacher_dtype}}  # as resolved here
         _atomic_save(lambda p: save_model(model, p, extra), last)
         if best_score is not None:
             _atomic_save(lambda p: save_model(model, p, {"train_state": dict(state),
@@ -235,7 +243,7 @@ def train(cfg) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step, state["tokens"])
         x = sampler.batch(cfg.batch).to(dev)
-        loss, kls = train_step(model, teacher, opt, params, x, weights, bool(cfg.amp), cfg.grad_clip,
+        loss, kls = train_step(model, teacher, opt, params, x, weights, amp, cfg.grad_clip,
                                cfg.exit_weight_self)
         state["step"] += 1
         state["tokens"] += x.numel()

@@ -35,6 +35,8 @@ import pandas as pd
 from sim.cost_profiled import BUNDLED, LOAD_COLUMNS
 from sim.trace import DEFAULT_TRACE
 
+from .precision import add_dtype_option, dtype_from_args
+
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-tokens", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cpus", default="0")
     ap.add_argument("--csv", default=str(ROOT / "figures" / "data" / "sim_vs_real.csv"))
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pause", action="store_true")
     ap.add_argument("--tables", action="store_true", help="only rewrite sim_vs_real.md from the CSVs")
     args = ap.parse_args(argv)
+    args.dtype = dtype_from_args(args)
     if args.tables:
         csv = Path(args.csv)
         csv.with_name("sim_vs_real.md").write_text(

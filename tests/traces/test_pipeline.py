@@ -59,6 +59,14 @@ def test_uptrain_checkpoints_resumes_and_logs_curve(recorded):
     assert "resumed from" in (run / "log.txt").read_text()
 
 
+def test_uptrain_records_the_precision_auto_resolved_to(recorded):
+    from traces.precision import resolve_amp, resolve_dtype
+    cfg = torch.load(recorded["run"] / "last.pt", map_location="cpu", weights_only=False)["config"]
+    assert cfg["amp"] is resolve_amp("auto", "cpu")[0]  # a bool, not "auto"
+    assert cfg["teacher_dtype"] == resolve_dtype("auto", "cpu")[0]
+    assert f"teacher {cfg['teacher_dtype']} (" in (recorded["run"] / "log.txt").read_text()
+
+
 def test_trace_contract(recorded):
     t = pq.read_table(recorded["path"])
     meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
