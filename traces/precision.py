@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 
+from sim.errors import ConfigError
+
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -46,7 +48,7 @@ def resolve_dtype(name: str, device: str = "cpu") -> tuple[str, str]:
     Returns (dtype name, reason)."""
     if name != "auto":
         if name not in ("bfloat16", "float32"):
-            raise ValueError(f"dtype must be auto, bfloat16 or float32, not {name!r}")
+            raise ConfigError(f"dtype must be auto, bfloat16 or float32, not {name!r}")
         return name, "asked for"
     ok, why = bf16_native(device)
     return ("bfloat16" if ok else "float32"), why
@@ -57,7 +59,7 @@ def resolve_amp(amp, device: str = "cpu") -> tuple[bool, str]:
     if isinstance(amp, bool):
         return amp, "asked for"
     if str(amp).lower() != "auto":
-        raise ValueError(f"amp must be true, false or auto, not {amp!r}")
+        raise ConfigError(f"amp must be true, false or auto, not {amp!r}")
     ok, why = bf16_native(device)
     return ok, why
 

@@ -308,9 +308,15 @@ def main():
     reexec_with_tcmalloc("traces.uptrain")
     import hydra
 
+    from sim.errors import UserError
+
     @hydra.main(config_path="conf", config_name="uptrain", version_base="1.3")
     def _run(cfg):
-        train(cfg)
+        try:
+            train(cfg)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
 
     _run()
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from sim.errors import ConfigError
 from traces import precision
 
 
@@ -37,9 +38,9 @@ def test_explicit_choices_pass_through_whatever_the_cpu(flags):
 
 
 def test_bad_values_are_refused():
-    with pytest.raises(ValueError, match="float16"):
+    with pytest.raises(ConfigError, match="float16"):
         precision.resolve_dtype("float16", "cpu")
-    with pytest.raises(ValueError, match="maybe"):
+    with pytest.raises(ConfigError, match="maybe"):
         precision.resolve_amp("maybe", "cpu")
 
 
