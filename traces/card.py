@@ -49,9 +49,8 @@ def _uptrain_command(cfg: dict) -> str:
             "max_minutes", "refresh_every", "refresh_batch", "exit_weight_self", "max_tokens", "decay_tokens",
             "device", "threads", "amp", "teacher_dtype"]
     cfg = {{"head": "prelude_layers", "tail": "coda_layers"}.get(k, k): v for k, v in cfg.items()}  # older runs
-    def show(v):
-        return str(v).lower() if isinstance(v, bool) else v
-    return "python -m traces.uptrain " + " ".join(f"{k}={show(cfg[k])}" for k in keys if k in cfg)
+    shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in cfg.items()}  # Hydra's true/false
+    return "python -m traces.uptrain " + " ".join(f"{k}={shown[k]}" for k in keys if k in shown)
 
 
 def _best_tf(ck: dict, N: int, meta: dict) -> str:

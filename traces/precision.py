@@ -60,8 +60,7 @@ def resolve_amp(amp, device: str = "cpu") -> tuple[bool, str]:
         return amp, "asked for"
     if str(amp).lower() != "auto":
         raise ConfigError(f"amp must be true, false or auto, not {amp!r}")
-    ok, why = bf16_native(device)
-    return ok, why
+    return bf16_native(device)
 
 
 def add_dtype_option(ap) -> None:

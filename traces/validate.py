@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pause", action="store_true")
     ap.add_argument("--tables", action="store_true", help="only rewrite sim_vs_real.md from the CSVs")
     args = ap.parse_args(argv)
-    args.dtype = dtype_from_args(args)
     if args.tables:
         csv = Path(args.csv)
         csv.with_name("sim_vs_real.md").write_text(
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     # when the bundled default trace is re-recorded
     base_ov = [f"trace.path={args.trace}"]
     base_cfg = load_config(compose(base_ov))
-    packed, tok = build_packed(base_cfg, args.device, args.dtype)
+    packed, tok = build_packed(base_cfg, args.device, dtype_from_args(args))
     command = " ".join(["python -m traces.validate"] + [shlex.quote(a) for a in argv])
     batches = [int(b) for b in args.batches.split(",")]
     schedulers = args.schedulers.split(",")
