@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Uptrain the two bundled relaxed recursive SmolLM2-135M models, then record
+# Uptrain the three bundled relaxed recursive SmolLM2-135M models, then record
 # their traces into traces/data/. Budgets are token counts, so the sequence is
 # the one behind the bundled traces whatever the machine's speed (the text pool
 # in ~/.cache/rrtsim/textpool/ grows by seeded shards in the same order).
@@ -8,7 +8,9 @@
 #
 #   nohup bash traces/run_all.sh > runs/run_all.log 2>&1 &
 #
-# About 2.5 hours on 2 free CPU cores (THREADS=2). DEVICE=cuda runs the same
+# The two older models take about 2.5 hours on 2 free CPU cores (THREADS=2); the default
+# one (1.36M tokens) about 80 minutes more where the CPU has bf16 units (AMX), 2.5-3.5
+# hours more without them (fp32 then; traces/README.md, "Without bf16 units"). DEVICE=cuda runs the same
 # sequence on a GPU; a GPU run aiming at 0.6 agreement is the command in
 # traces/README.md instead.
 set -euo pipefail
@@ -27,7 +29,14 @@ python -m traces.uptrain $R3 refresh_every=0 max_tokens=61440
 # then stage 2: batch 8, lr 4e-4, a shard of 64 answers every 10 steps
 python -m traces.uptrain $R2 refresh_every=0 max_tokens=102400
 python -m traces.uptrain $R2 batch=8 lr=4e-4 eval_every=20 refresh_every=10 refresh_batch=64 max_tokens=389120
+# The default trace's model: today's recipe (amp/teacher_dtype auto, self-distillation,
+# exits through the coda), batch 8 x 256, lr 4e-4, a shard of 64 answers every 20 steps,
+# the last 600k tokens decaying the lr to zero. The recorded run was resumed twice (threads,
+# then max_tokens); its lr schedule is the same as this single command's.
+DEFAULT="name=r2_mc_r64_amx num_loops=2 prelude_layers=1 coda_layers=1 device=$DEVICE threads=$THREADS lora_rank=64 max_minutes=100000"
+python -m traces.uptrain $DEFAULT batch=8 seq_len=256 lr=4e-4 exit_weight_self=0.5 eval_every=20 refresh_every=20 refresh_batch=64 max_tokens=1360000 decay_tokens=600000
 if [ "${RECORD:-1}" = 1 ]; then
+  python -m traces.record checkpoint=runs/uptrain/r2_mc_r64_amx/best.pt name=smollm2_r2_mc_r64_coda overwrite=true device=$DEVICE threads=$THREADS max_new=128
   python -m traces.record checkpoint=runs/uptrain/r2_mc_r64_long/best.pt name=smollm2_r2_mc_r64 overwrite=true device=$DEVICE threads=$THREADS max_new=128
   python -m traces.record checkpoint=runs/uptrain/r3_mc_r64/best.pt name=smollm2_r3_mc_r64 overwrite=true device=$DEVICE threads=$THREADS max_new=128
 fi
