@@ -126,10 +126,6 @@ def lr_at(cfg, step: int, tokens: int = 0) -> float:
     return lr
 
 
-def _atomic_save(obj_fn, path: Path):
-    write_atomic(path, obj_fn)
-
-
 def train(cfg) -> dict:
     dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
@@ -214,11 +210,10 @@ def train(cfg) -> dict:
         extra = {"train_state": dict(state), "optimizer": opt.state_dict(),
                  "config": {**(dict(cfg) if not hasattr(cfg, "_content") else _plain(cfg)),
                             "amp": amp, "teacher_dtype": teacher_dtype}}  # as resolved here
-        _atomic_save(lambda p: save_model(model, p, extra), last)
+        write_atomic(last, lambda p: save_model(model, p, extra))
         if best_score is not None:
-            _atomic_save(lambda p: save_model(model, p, {"train_state": dict(state),
-                                                         "config": extra["config"]}),
-                         out / "best.pt")
+            write_atomic(out / "best.pt", lambda p: save_model(model, p, {"train_state": dict(state),
+                                                                          "config": extra["config"]}))
 
     if state["step"] == 0:
         r = evaluate()
