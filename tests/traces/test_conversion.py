@@ -80,6 +80,29 @@ def test_intermediate_exit_runs_the_tail_layers_then_norm_and_head(hf):
     assert (outs[0] - no_tail).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("T", [1, 5])
+def test_masked_attention_matches_sdpa(dtype, atol, T):
+    """The decode path's attention (traces/llama.py masked_attention, two matmuls) must be
+    SDPA's: grouped heads (query head h reads KV head h // 3), a padding mask, fp32 scores."""
+    import torch.nn.functional as F
+    from traces.llama import build_mask, masked_attention
+    g = torch.Generator().manual_seed(0)
+    B, H, KV, D, Tk = 3, 6, 2, 16, 11
+    q = (torch.randn(B, H, T, D, generator=g) * 3).to(dtype)
+    k = (torch.randn(B, KV, Tk, D, generator=g) * 3).to(dtype)
+    v = torch.randn(B, KV, Tk, D, generator=g).to(dtype)
+    valid = torch.ones(B, Tk, dtype=torch.bool)
+    valid[1, :4] = False  # a left-padded row
+    valid[2, 6] = False   # a hole (a row that had stopped)
+    mask = build_mask(valid, T)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
+                                         enable_gqa=True)
+    out = masked_attention(q, k, v, mask)
+    assert out.dtype == dtype and out.shape == (B, H, T, D)
+    assert (out.double() - ref).abs().max() < atol
+
+
 def test_layout_validation():
     with pytest.raises(ValueError):
         RecursiveSpec(3, 1, 1).block_size(30)  # 28 not divisible by 3
