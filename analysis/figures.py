@@ -37,9 +37,12 @@ from sim.trace_io import git_commit
 
 OUT = REPO / "figures"
 CURVES = RECORDED / "curves"  # uptraining curves of the bundled models and the probes beside them
-CURVE_LABELS = {"r2_mc_r64": "2 loops, middle-cycle (default trace)", "r3_mc_r64": "3 loops, middle-cycle",
+CURVE_LABELS = {"r2_mc_r64": "2 loops, middle-cycle (validation trace)", "r3_mc_r64": "3 loops, middle-cycle",
                 "r2_cycle_r64": "2 loops, plain cycle", "r2_mc_lr1e3": "2 loops, middle-cycle, lr 1e-3",
-                "r2_mc_frozen": "2 loops, middle-cycle, shared block frozen"}
+                "r2_mc_frozen": "2 loops, middle-cycle, shared block frozen",
+                "r2_mc_r64_amx": "batch 8, bf16 on AMX (previous default)",
+                "r2_mc_r64_fp32": "batch 8, fp32", "r2_mc_r64_bf16": "batch 8, bf16",
+                "r2_mc_r64_b2": "batch 2, bf16 (default trace)"}
 SEED = "seed=0"
 PAPER = ["trace=paper_like", "hardware=a100_40g", SEED]
 SMOL = ["trace=default", "hardware=a100_40g", SEED]
