@@ -24,7 +24,7 @@ from typing import Callable
 
 from analysis.grid import compose_run, run_grid
 from analysis.paper import ROWS
-from sim.config import CONF_DIR
+from sim.bundled import CONF_DIR
 from sim.memory import KVMemory
 from sim.model_size import weight_bytes
 

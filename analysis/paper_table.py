@@ -16,7 +16,7 @@ import pandas as pd
 from analysis.grid import compose_run, run_grid
 from analysis.paper import PAPER_SETTING, ROWS
 from analysis.paper_fit import FITTED_ROWS, GEN_MAX, PROMPT, RECURSIVE, row_overrides
-from sim.cost_layers import LayerStepCost
+from sim.cost.layer_step import LayerStepCost
 from sim.memory import KVMemory
 from sim.model_size import non_embedding_params
 

@@ -30,12 +30,14 @@ from tqdm import tqdm
 from analysis.grid import _trace, compose_run
 from analysis.style import MARKERS, PLAIN, save
 from analysis.traces import trace_paths
-from sim.config import CONF_DIR, RunConfig, validate
+from sim.bundled import CONF_DIR
+from sim.config import RunConfig
 from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
 from sim.simulation import simulate
 from sim.step import StepBatch
 from sim.trace import load_trace
+from sim.validate import validate
 
 # One line per cost regime: (label, overrides on top of a setting). Add a regime here
 # and every map draws it (a setting may add keys of a regime's cost model: Setting.cost_keys); `cost=profiled` joins by itself once conf/cost/profiled.yaml exists.

@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sim.config import ExitConfig
-from sim.exit_policy import ConfidenceExitConfig, apply_exit_policy
+from sim.exit import apply_exit_policy
+from sim.exit.confidence import ConfidenceExitConfig
 from sim.trace import DEFAULT_TRACE, Trace, load_trace
 from sim.trace_io import REPO
 

@@ -36,9 +36,10 @@ def bare_simpy(n: int) -> dict:
 
 
 def one_point(scheduler: str, batch: int, tokens: int) -> dict:
-    from sim.config import RunConfig, validate
+    from sim.config import RunConfig
     from sim.simulation import simulate
     from sim.trace import load_trace
+    from sim.validate import validate
 
     trace = load_trace()
     cfg = RunConfig()

@@ -18,10 +18,12 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sim.config import CONF_DIR, RunConfig, bundled_options, load_config
+from sim.bundled import CONF_DIR, bundled_options
+from sim.config import RunConfig
 from sim.errors import ConfigError
 from sim.registry import SCHEMA_PREFIX, SEAMS, discover_all
 from sim.simulation import SimulationResult, simulate
+from sim.validate import load_config
 
 GROUPS = ("scheduler", "exit", "cost", "hardware", "model", "trace", "workload")
 
@@ -80,7 +82,7 @@ def follow_trace_model(raw: DictConfig, overrides: Iterable[str]) -> Optional[st
     """When no `model=` override is given, make `raw`'s model the bundled model that the
     trace's metadata names (`model.*` overrides still apply on top) and return its name;
     None when the trace names none (then the default model stays)."""
-    from sim.layout import trace_model
+    from sim.trace_model import trace_model
 
     parsed = _parse(overrides)
     if any(o.key_or_group == "model" for o in parsed):

@@ -1,4 +1,4 @@
-"""The layout of a recursive model, in one vocabulary for sim/ and traces/.
+"""The layout and shape of a recursive model, in one vocabulary for sim/ and traces/.
 
 A model made from a stack of `source_layers` layers keeps `prelude_layers` unique
 layers before, then one shared block of `layers_per_block` layers run `loops` times
@@ -9,17 +9,21 @@ A vanilla model is loops = 1 with every layer in the block.
 `traces/` converts models with this layout and writes it into every trace's
 metadata (`to_metadata`); the simulator reads it back (`from_metadata`) to run a
 trace on the bundled model (conf/model/) that recorded it, and to refuse a model
-whose loops differ from the trace's.
+whose loops differ from the trace's (sim/trace_model.py). `ModelShape` adds the widths
+to the layout: everything a step's cost depends on, defined once here and read by the
+simulator's `ModelConfig` (which extends it), the real executor (`PackedModel.layout`)
+and the check that a step profile was measured on the model it prices (sim/cost/profiled.py).
+This module imports nothing of the project: the bundled models it is matched against
+come from its callers.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
-# Metadata keys a trace carries its layout (and the dimensions that tell model families
-# apart) under; `loops` and `lora_rank` predate this module and keep their names.
-LAYOUT_KEYS = ("prelude_layers", "layers_per_block", "loops", "coda_layers", "lora_rank")
+# Metadata keys that, beside the layout's own (`Layout.keys()`), tell model families apart
+# in a trace's metadata; `loops` and `lora_rank` predate this module and keep their names.
 DIM_KEYS = ("source_layers", "d_model", "vocab")
 
 
@@ -41,6 +45,11 @@ class Layout:
             raise ValueError(f"{source_layers} layers - {prelude_layers} prelude - {coda_layers} coda = "
                              f"{looped} not divisible by {loops} loops")
         return cls(loops, looped // loops, prelude_layers, coda_layers, lora_rank)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The metadata keys a trace carries its layout under."""
+        return tuple(f.name for f in fields(cls))
 
     @property
     def source_layers(self) -> int:
@@ -66,7 +75,7 @@ class Layout:
     def from_metadata(cls, meta: Mapping[str, str]) -> Optional["Layout"]:
         """The layout a trace's metadata names, or None when it names none (older traces,
         synthetic ones)."""
-        if not all(k in meta for k in LAYOUT_KEYS):
+        if not all(k in meta for k in cls.keys()):
             return None
         try:
             return cls(**{f.name: int(meta[f.name]) for f in fields(cls)})
@@ -75,24 +84,71 @@ class Layout:
 
     @classmethod
     def of(cls, model) -> "Layout":
-        """The layout of a `sim.config.ModelConfig`."""
+        """The layout of a `ModelShape` (or a `sim.config.ModelConfig`, which is one)."""
         return cls(model.loops, model.layers_per_block, model.prelude_layers, model.coda_layers, model.lora_rank)
 
 
-def _bundled_models() -> dict[str, object]:
-    from sim.config import ModelConfig, bundled_options, load_bundled
+@dataclass
+class ModelShape:
+    """The layout and widths of a model: what a step costs depends on these and nothing
+    else. Defaults: the model of the default trace (conf/model/smollm2_135m_r2_mc.yaml)."""
 
-    return {name: load_bundled(ModelConfig, "model", name) for name in bundled_options("model")}
+    loops: int = 2
+    layers_per_block: int = 14
+    prelude_layers: int = 1
+    coda_layers: int = 1
+    d_model: int = 576
+    n_heads: int = 9
+    n_kv_heads: int = 3
+    head_dim: int = 64
+    d_mlp: int = 1536
+    vocab: int = 49152
+    lora_rank: int = 64
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(ModelShape))
+
+    @classmethod
+    def of(cls, model: Any) -> "ModelShape":
+        """The shape of anything with the shape's attributes (a `ModelConfig`)."""
+        return ModelShape(**{k: getattr(model, k) for k in cls.keys()})
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelShape":
+        """The shape a mapping gives (a profile's `metadata.layout`): a ValueError naming
+        the keys it lacks or has beyond the shape's, or a value that is not an integer."""
+        missing = [k for k in cls.keys() if k not in values]
+        extra = sorted(set(values) - set(cls.keys()))
+        if missing or extra:
+            raise ValueError(", ".join([*(f"{k} missing" for k in missing), *(f"{k} unknown" for k in extra)]))
+        bad = [k for k in cls.keys() if isinstance(values[k], bool) or not isinstance(values[k], int)]
+        if bad:
+            raise ValueError(", ".join(f"{k}={values[k]!r} is not an integer" for k in bad))
+        return ModelShape(**{k: values[k] for k in cls.keys()})
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ModelShape.keys()}
+
+    def differing(self, other: "ModelShape") -> list[str]:
+        """The keys where the two shapes differ."""
+        return [k for k in ModelShape.keys() if getattr(self, k) != getattr(other, k)]
+
+    @property
+    def layout(self) -> Layout:
+        """The shape's `Layout` (prelude, block x loops, coda, LoRA rank)."""
+        return Layout.of(self)
 
 
-def models_for_trace(meta: Mapping[str, str]) -> list[str]:
-    """Bundled models (conf/model/) with the trace's layout and, where the trace names
-    them, its source layers, width and vocabulary; empty when it names no layout."""
+def models_for_trace(meta: Mapping[str, str], models: Mapping[str, Any]) -> list[str]:
+    """Names of `models` (name -> ModelConfig: the bundled ones, sim.bundled) with the
+    trace's layout and, where the trace names them, its source layers, width and
+    vocabulary; empty when it names no layout."""
     layout = Layout.from_metadata(meta)
     if layout is None:
         return []
     found = []
-    for name, m in _bundled_models().items():
+    for name, m in models.items():
         if Layout.of(m) != layout:
             continue
         if any(k in meta and str(getattr(m, k)) != meta[k] for k in DIM_KEYS):
@@ -101,46 +157,7 @@ def models_for_trace(meta: Mapping[str, str]) -> list[str]:
     return found
 
 
-def models_with_loops(loops: int) -> list[str]:
-    return [name for name, m in _bundled_models().items() if m.loops == loops]
+def models_with_loops(loops: int, models: Mapping[str, Any]) -> list[str]:
+    return [name for name, m in models.items() if m.loops == loops]
 
 
-def trace_model(trace_path: Optional[str], synthetic: bool = False) -> Optional[str]:
-    """The bundled model that recorded a trace file (None: the default trace), from its
-    metadata, or None when the trace names no layout (or is generated in memory). A
-    ConfigError when the layout names no bundled model or several."""
-    from sim.errors import ConfigError
-    from sim.trace import DEFAULT_TRACE
-    from sim.trace_io import read_trace_metadata
-
-    if synthetic:
-        return None
-    meta = read_trace_metadata(trace_path or DEFAULT_TRACE)
-    layout = Layout.from_metadata(meta)
-    if layout is None:
-        return None
-    found = models_for_trace(meta)
-    if len(found) == 1:
-        return found[0]
-    what = f"{trace_path or DEFAULT_TRACE} was recorded by a {layout.describe()} model (LoRA rank {layout.lora_rank})"
-    if not found:
-        raise ConfigError(f"{what}, which no bundled model has; choose one with model=NAME (and model.* keys)")
-    raise ConfigError(f"{what}, which bundled models {', '.join(found)} all have; choose one with model=NAME")
-
-
-def check_loops(trace, model) -> None:
-    """A trace's loops must be the model's: its exits are loop numbers of that model.
-    A vanilla model (one loop) is the exception: it uses only the trace's request lengths."""
-    from sim.errors import ConfigError
-
-    if trace.num_loops == model.loops or model.loops == 1:
-        return
-    named = models_for_trace(trace.metadata)
-    if named:
-        hint = f"the trace was recorded by model={named[0]}"
-    else:
-        same = models_with_loops(trace.num_loops)
-        hint = (f"bundled models with {trace.num_loops} loops: {', '.join(same)} (model=NAME)" if same
-                else f"no bundled model has {trace.num_loops} loops")
-    raise ConfigError(f"the trace has num_loops={trace.num_loops} but model.loops={model.loops} "
-                      f"({model.name}); {hint}")

@@ -49,7 +49,7 @@ def kv_bytes_per_token_layer(m: ModelConfig) -> int:
 def kv_bytes_per_token(m: ModelConfig, kv_policy) -> int:
     """KV bytes one token holds: the unique layers' and, of the shared block, as many
     loops' as the KV policy keeps (a name or a `sim.kv_policy.KVPolicy`)."""
-    from sim.kv_policy import kv_policy as as_kv_policy
+    from sim.kv import kv_policy as as_kv_policy
 
     kv_loops = as_kv_policy(kv_policy).kv_loops(m.loops)
     layers = m.prelude_layers + m.coda_layers + m.layers_per_block * kv_loops

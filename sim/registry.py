@@ -1,5 +1,5 @@
 """One registry per seam: the only place where the names of schedulers, cost models,
-exit policies and KV policies live.
+exit policies, KV policies and arrival processes live.
 
 A variant registers itself where it is defined, with a decorator:
 
@@ -12,11 +12,21 @@ keys are its own and typed at composition), and lists it in `--help`, in error
 messages, in the analysis colours and in the benchmarks. Validation, `--help`,
 plots and benchmarks ask the registry; no other list of names exists.
 
-Variants are found without a list either: a registry imports every module of its
-`discover` pattern (all of `sim/schedulers/`, `sim/cost*.py`, `sim/exit*.py`,
-`sim/kv*.py`) on first use, so adding a variant is one new module and one new YAML
-file. Modules outside `sim/` (a plugin, a test's fixture) are imported from the
-`RRTSIM_PLUGINS` environment variable (comma-separated module names).
+Variants are found without a list either: a registry imports its package (`sim.schedulers`,
+`sim.cost`, `sim.exit`, `sim.kv`) and every module in it on first use, so adding a variant
+is one new module and one new YAML file (docs/extending.md). Modules outside `sim/` (a
+plugin, a test's fixture) are imported from the `RRTSIM_PLUGINS` environment variable
+(comma-separated module names).
+
+What a variant can do is metadata of its entry (keyword arguments of `register`), read by
+whoever needs to know, never a comparison with its name:
+- scheduler: `figures` (it has figures of its own, not the main ones: `speculative`),
+  `baseline_of` (the figures that measure speedups over it: "sweep", "regime_map"),
+  `baseline_label` (how those figures name it);
+- exit policy: `exits_early` (default True; False: every token runs every loop),
+  `decided_live` (the real model decides exits as the run goes);
+- KV policy: `real` (the real backend, traces/executor.py, runs it too);
+- arrival process: `needs_rate` (workload.rate must be given).
 """
 
 from __future__ import annotations
@@ -25,14 +35,12 @@ import importlib
 import os
 import pkgutil
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
 from sim.config import CostConfig, ExitConfig, SchedulerConfig
 from sim.errors import ConfigError
 
 T = TypeVar("T")
-SIM_DIR = Path(__file__).resolve().parent
 PLUGINS_ENV = "RRTSIM_PLUGINS"
 SCHEMA_PREFIX = "base_"  # ConfigStore names of the typed schemas; internal, never an option
 
@@ -55,7 +63,7 @@ class Registry(Generic[T]):
         self.group = group  # the Hydra config group (`scheduler=NAME`), or a config key
         self.key = key  # the field of the group's config that holds the name
         self.base = base  # the config every variant's config extends (None: no config group)
-        self.discover = discover  # "package:sim.schedulers" or a glob in sim/ ("cost*.py")
+        self.discover = discover  # the package (or module) whose modules register the variants
         self._entries: dict[str, Entry[T]] = {}
         self._discovered = False
 
@@ -87,13 +95,9 @@ class Registry(Generic[T]):
         if self._discovered:
             return
         self._discovered = True
-        if self.discover.startswith("package:"):
-            package = importlib.import_module(self.discover.split(":", 1)[1])
-            names = [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
-        else:
-            names = [f"sim.{p.stem}" for p in sorted(SIM_DIR.glob(self.discover))]
-        for module in names:
-            importlib.import_module(module)
+        package = importlib.import_module(self.discover)
+        for module in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            importlib.import_module(f"{package.__name__}.{module.name}")
         load_plugins()
 
     def names(self) -> tuple[str, ...]:
@@ -103,6 +107,15 @@ class Registry(Generic[T]):
 
     def entries(self) -> list[Entry[T]]:
         return [self._entries[n] for n in self.names()]
+
+    def having(self, key: str, value: Any = True) -> tuple[str, ...]:
+        """Registered names (in plot order) whose metadata `key` is `value`, or, when the
+        metadata is a tuple, contains it."""
+        def has(meta: dict[str, Any]) -> bool:
+            got = meta.get(key)
+            return value in got if isinstance(got, tuple) else got == value
+
+        return tuple(e.name for e in self.entries() if has(e.meta))
 
     def __contains__(self, name: object) -> bool:
         self._load()
@@ -155,14 +168,16 @@ def load_plugins() -> None:
             raise ConfigError(f"{PLUGINS_ENV}: cannot import {module!r} ({exc})") from None
 
 
-scheduler_registry: Registry[type] = Registry("scheduler", "name", SchedulerConfig, "package:sim.schedulers")
-cost_registry: Registry[type] = Registry("cost", "kind", CostConfig, "cost*.py")
-exit_registry: Registry[Callable] = Registry("exit", "policy", ExitConfig, "exit*.py")
-# KV policies have no keys of their own: one string key of the exit group (exit.kv_policy).
-kv_registry: Registry[type] = Registry("exit.kv_policy", "kv_policy", None, "kv*.py")
+scheduler_registry: Registry[type] = Registry("scheduler", "name", SchedulerConfig, "sim.schedulers")
+cost_registry: Registry[type] = Registry("cost", "kind", CostConfig, "sim.cost")
+exit_registry: Registry[Callable] = Registry("exit", "policy", ExitConfig, "sim.exit")
+# KV policies and arrival processes have no keys of their own: each is one string key of
+# another group (exit.kv_policy, workload.arrival).
+kv_registry: Registry[type] = Registry("exit.kv_policy", "kv_policy", None, "sim.kv")
+arrival_registry: Registry[Callable] = Registry("workload.arrival", "arrival", None, "sim.arrival")
 
-SEAMS: dict[str, Registry] = {"scheduler": scheduler_registry, "cost": cost_registry, "exit": exit_registry}
-ALL: tuple[Registry, ...] = (scheduler_registry, cost_registry, exit_registry, kv_registry)
+SEAMS: dict[str, Registry] = {"scheduler": scheduler_registry, "exit": exit_registry, "cost": cost_registry}
+ALL: tuple[Registry, ...] = (scheduler_registry, cost_registry, exit_registry, kv_registry, arrival_registry)
 
 
 def discover_all() -> None:

@@ -20,11 +20,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_message
-from sim.config import CONF_DIR, load_config
+from sim.bundled import CONF_DIR
 from sim.errors import ConfigError, UserError
 from sim.registry import discover_all, kv_registry
 from sim.simulation import simulate
 from sim.trace_io import write_atomic
+from sim.validate import load_config
 
 SUMMARY_ROWS = [
     ("throughput", "throughput_tok_s", "{:,.0f} tok/s"),

@@ -12,18 +12,20 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from sim.config import ExitConfig, RunConfig, validate
-from sim.errors import ConfigError
+from sim.config import ExitConfig, RunConfig
 from sim.cost import make_cost_model
 from sim.engine import Engine, Timeline
-from sim.layout import check_loops
+from sim.errors import ConfigError
+from sim.exit import decided_live, exits_early
 from sim.memory import KVMemory
 from sim.metrics import request_table, summarize
-from sim.registry import exit_registry, scheduler_registry
+from sim.registry import scheduler_registry
 from sim.slots import SlotState
 from sim.step import CostedSteps, StepClock
 from sim.synthetic import generate_trace
 from sim.trace import Trace, load_trace
+from sim.trace_model import check_loops
+from sim.validate import validate
 from sim.workload import Workload, build_workload
 
 
@@ -59,7 +61,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     check_loops(trace, m)
     honoured = sched_cls.honours_exits and m.loops > 1
     exit_cfg = cfg.exit if honoured else ExitConfig("none", cfg.exit.kv_policy, cfg.exit.head_every_loop)
-    live = exit_registry.get(exit_cfg.policy, "exit").meta.get("decided_live", False)
+    live = decided_live(exit_cfg.policy)
     if live and clock is None:
         raise ConfigError(f"exit={exit_cfg.policy} is decided by the real model as it runs: use python -m "
                           f"traces.execute exit={exit_cfg.policy} --checkpoint PATH (exit=confidence replays "
@@ -69,7 +71,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     memory = KVMemory(m, cfg.hardware, cfg.memory, cfg.exit.kv_policy)
     state = sched_cls.make_state(cfg.scheduler, wl, cfg.scheduler.batch_size, memory, cfg.exit.kv_policy,
                                  m.layers_per_block,
-                                 checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
+                                 checks_every_loop=exits_early(exit_cfg.policy) and cfg.exit.head_every_loop,
                                  edge_layers=bool(m.prelude_layers or m.coda_layers))
     state.emit_log = [] if log_emits else None
     if clock is not None and not hasattr(clock, "step_seconds"):

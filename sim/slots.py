@@ -18,7 +18,7 @@ import numpy as np
 
 from sim.cost import StepLoad
 from sim.errors import ConfigError, InvariantError
-from sim.kv_policy import KVPolicy, kv_policy as as_kv_policy
+from sim.kv import KVPolicy, kv_policy as as_kv_policy
 from sim.memory import KVMemory
 from sim.step import StepBatch
 from sim.workload import Workload

@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import RunConfig, SyntheticTraceConfig, validate
+from sim.config import RunConfig, SyntheticTraceConfig
 from sim.errors import ConfigError
 from sim.trace import Trace, trace_from_frame, write_trace
 from sim.trace_io import provenance
+from sim.validate import validate
 
 
 def _lengths(rng: np.random.Generator, mean: int, n: int, dist: str, minimum: int) -> np.ndarray:

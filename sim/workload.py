@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.config import WorkloadConfig
+from sim.registry import arrival_registry
 from sim.trace import RequestTokens, Trace
 
 
@@ -45,9 +46,6 @@ def build_workload(trace: Trace, exit_loop: np.ndarray, wrong: np.ndarray, num_l
         idx = _token_index(trace.offsets, gen_len, picks)
         prompt_len, gen_len, exit_loop, wrong = prompt_len[picks], gen_len[picks], exit_loop[idx], wrong[idx]
     n = gen_len.size
-    if cfg.arrival == "poisson":
-        arrival = np.cumsum(rng.exponential(1.0 / cfg.rate, size=n))
-    else:
-        arrival = np.zeros(n)
+    arrival = arrival_registry.get(cfg.arrival, "workload.arrival").impl(rng, n, cfg.rate)
     return Workload(arrival, prompt_len.astype(np.int64), gen_len.astype(np.int64),
                     exit_loop.astype(np.int8), wrong.astype(bool), num_loops, picks)

@@ -53,9 +53,10 @@ def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
     """Makespan of the continuous scheduler over these requests (sum of measured steps)."""
     import pandas as pd
 
-    from sim.config import ModelConfig, RunConfig, validate
+    from sim.config import ModelConfig, RunConfig
     from sim.simulation import simulate
     from sim.trace import trace_from_frame
+    from sim.validate import validate
 
     from .executor import RealSteps
 

@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if torch_missing("traces.execute"):
         return 2
-    from sim.config import load_config
     from sim.errors import UserError
     from sim.run import format_summary, write_atomic, write_outputs
+    from sim.validate import load_config
 
     from .executor import PackedModel
     from .quiet import background_paused, pin

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from sim.cost import StepLoad
-from sim.cost_profiled import LOAD_COLUMNS, load_row
+from sim.cost.profiled import LOAD_COLUMNS, load_row
 from sim.errors import ConfigError, InvariantError
 from sim.step import StepBatch
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.exit_policy import confidence_exits
+from sim.exit.confidence import confidence_exits
 from sim.trace import Trace
 from sim.workload import Workload
 

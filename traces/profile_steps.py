@@ -33,7 +33,7 @@ import numpy as np
 from sim.trace_io import write_atomic
 
 from sim.cost import StepLoad
-from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
+from sim.cost.profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
 
 from .precision import add_dtype_option, dtype_from_args
 
@@ -181,7 +181,7 @@ class StepProfiler:
         is a sum of steps, and the expected sum is the sum of expected (mean) step times; a
         median under-predicts it whenever step times are skewed to the slow side, as they are
         on a shared machine."""
-        from sim.cost_profiled import load_row
+        from sim.cost.profiled import load_row
 
         times = np.stack(self.passes)
         mean = times.mean(axis=0)
@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     from .execute import torch_missing
     if torch_missing("traces.profile_steps"):
         return 2
-    from sim.config import load_config
     from sim.errors import UserError
+    from sim.validate import load_config
 
     from .execute import compose
     from .quiet import background_paused, pin

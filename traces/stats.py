@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.exit_policy import confidence_exits
+from sim.exit.confidence import confidence_exits
 
 
 def num_loops_of(df: pd.DataFrame) -> int:

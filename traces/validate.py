@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.cost_profiled import BUNDLED, LOAD_COLUMNS
+from sim.cost.profiled import BUNDLED, LOAD_COLUMNS
 from sim.trace import DEFAULT_TRACE
 
 from .precision import add_dtype_option, dtype_from_args
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def sim_makespan(overrides: list[str]) -> dict:
     """What `python -m sim.run <overrides>` computes, in process."""
-    from sim.config import load_config
     from sim.simulation import simulate
+    from sim.validate import load_config
 
     from .execute import compose
 
@@ -103,8 +103,8 @@ class RunProfiler:
         self.seconds = 0.0
 
     def run_pass(self) -> None:
-        from sim.config import load_config
-        from sim.cost_profiled import LOAD_COLUMNS
+        from sim.cost.profiled import LOAD_COLUMNS
+        from sim.validate import load_config
 
         from .execute import compose, run_real
 
@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from .execute import torch_missing
     if torch_missing("traces.validate"):
         return 2
-    from sim.config import load_config
-    from sim.cost_profiled import ProfiledCost, read_profile
+    from sim.cost.profiled import ProfiledCost, read_profile
     from sim.simulation import load_run_trace
+    from sim.validate import load_config
 
     from .execute import compose, run_real
     from .profile_steps import StepProfiler, build_packed, run_profile

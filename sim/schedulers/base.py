@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sim.config import ExitConfig, SchedulerConfig
-from sim.exit_policy import Exits, apply_exit_policy
+from sim.exit import Exits, apply_exit_policy
 from sim.slots import SlotState
 from sim.trace import Trace
 

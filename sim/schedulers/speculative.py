@@ -32,7 +32,7 @@ import numpy as np
 from sim.config import ExitConfig, SchedulerConfig
 from sim.cost import StepLoad
 from sim.errors import ConfigError, InvariantError, TraceError
-from sim.exit_policy import Exits
+from sim.exit import Exits
 from sim.registry import scheduler_registry
 from sim.schedulers.base import Scheduler
 from sim.slots import SlotState

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.config import ModelConfig, RunConfig, validate
+from sim.config import ModelConfig, RunConfig
 from sim.trace import Trace, trace_from_frame
+from sim.validate import validate
 
 
 def trace_frame(exits: list[list[int]], prompt_lens: list[int] | None = None) -> pd.DataFrame:

@@ -6,9 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.api import compose
-from sim.config import ModelConfig, load_bundled
-from sim.layout import Layout, trace_model
+from sim.bundled import load_bundled
+from sim.config import ModelConfig
+from sim.layout import Layout
 from sim.trace import DEFAULT_TRACE, load_trace
+from sim.trace_model import trace_model
 
 DATA = Path(__file__).resolve().parents[2] / "traces" / "data"
 BUNDLED = sorted(DATA.glob("*.parquet"))

@@ -5,10 +5,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.config import load_config
 from sim.errors import ConfigError
 from sim.registry import discover_all
 from sim.simulation import simulate
+from sim.validate import load_config
 from tests.sim.test_cli import REPO
 
 
@@ -79,8 +79,9 @@ def test_each_option_has_only_its_own_keys(overrides, key):
 
 
 def test_each_option_is_its_own_typed_config():
-    from sim.cost import ConstantCostConfig, RooflineCostConfig
-    from sim.exit_policy import ConfidenceExitConfig
+    from sim.cost.constant import ConstantCostConfig
+    from sim.cost.roofline import RooflineCostConfig
+    from sim.exit.confidence import ConfidenceExitConfig
 
     cfg = load_config(composed("exit=confidence", "exit.threshold=0.5", "cost=constant"))
     assert isinstance(cfg.exit, ConfidenceExitConfig) and cfg.exit.threshold == 0.5
@@ -90,7 +91,8 @@ def test_each_option_is_its_own_typed_config():
 
 
 def test_a_python_config_gets_its_variants_keys_and_refuses_others():
-    from sim.config import RunConfig, validate
+    from sim.config import RunConfig
+    from sim.validate import validate
 
     cfg = RunConfig()
     cfg.exit.policy, cfg.exit.threshold = "confidence", 0.4

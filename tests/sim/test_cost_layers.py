@@ -2,10 +2,10 @@
 
 import pytest
 
-from sim.config import load_config
 from sim.cost import make_cost_model
-from sim.cost_layers import LayerStepCost, LayerStepCostConfig
+from sim.cost.layer_step import LayerStepCost, LayerStepCostConfig
 from sim.simulation import simulate
+from sim.validate import load_config
 from tests.sim.helpers import analytic_config, make_trace
 from tests.sim.test_config import composed
 from tests.sim.test_cost_memory import load, model

@@ -2,10 +2,12 @@
 
 import pytest
 
-from sim.config import HardwareConfig, MemoryConfig, ModelConfig, load_config
-from sim.cost import RooflineCost, RooflineCostConfig, StepLoad
+from sim.config import HardwareConfig, MemoryConfig, ModelConfig
+from sim.cost import StepLoad
+from sim.cost.roofline import RooflineCost, RooflineCostConfig
 from sim.memory import KVMemory
 from sim.model_size import kv_bytes_per_token, non_embedding_params
+from sim.validate import load_config
 from tests.sim.test_config import composed
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from sim.config import ModelConfig
 from sim.cost import StepLoad
-from sim.cost_profiled import (BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, ProfiledCost, ProfiledCostConfig, feature_names, features, fit,
+from sim.cost.profiled import (BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, ProfiledCost, ProfiledCostConfig, feature_names, features, fit,
                                fit_report)
 from sim.errors import ConfigError
 
@@ -131,7 +131,7 @@ def test_profile_of_another_layout_stops_the_cli_with_one_line(tmp_path):
 def _reproduce(row) -> float:
     from sim.simulation import simulate
     from traces.execute import compose  # composition only: traces.execute imports no torch at module level
-    from sim.config import load_config
+    from sim.validate import load_config
     cfg = load_config(compose(row["overrides"].split()))
     cfg.progress = False
     return simulate(cfg).metrics["makespan_s"]

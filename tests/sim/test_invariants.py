@@ -5,10 +5,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import RunConfig, validate
+from sim.config import RunConfig
 from sim.memory import KVMemory
 from sim.simulation import simulate
 from sim.trace import trace_from_frame
+from sim.validate import validate
 from tests.sim.helpers import analytic_config, looped_model, make_trace, trace_frame
 from tests.sim.reference import REFERENCE
 
@@ -108,10 +109,10 @@ def test_batch_of_one_depthwise_equals_sync_exit(trace_spec):
 def test_a_scheduler_that_cuts_tokens_short_is_caught():
     """The runtime invariants are live: a buggy scheduler that emits every token after
     one loop, whatever its exit, ends the run with an InvariantError."""
-    from sim.cost import ConstantCost
+    from sim.cost.constant import ConstantCost
     from sim.engine import Engine
     from sim.errors import InvariantError
-    from sim.exit_policy import apply_exit_policy
+    from sim.exit import apply_exit_policy
     from sim.schedulers.depthwise import DepthwiseScheduler
     from sim.slots import SlotState
     from sim.step import CostedSteps
@@ -136,7 +137,7 @@ def test_an_exit_check_costs_what_leaving_costs(checks):
     """One exit semantics: a token leaving runs the coda, final norm and head; checking an exit
     is the same pass, so with checks every loop every computing token is charged the coda and
     the head, and without checks only the leaving ones are."""
-    from sim.exit_policy import apply_exit_policy
+    from sim.exit import apply_exit_policy
     from sim.slots import SlotState
     from sim.workload import build_workload
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim.kv_policy import KVPolicy, kv_policy
+from sim.kv import KVPolicy, kv_policy
 from sim.registry import kv_registry
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from sim.config import MemoryConfig, load_config
+from sim.config import MemoryConfig
 from sim.memory import KVMemory
+from sim.validate import load_config
 from tests.sim.test_config import composed
 from tests.sim.test_cost_memory import hardware, model
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from sim.api import compose
-from sim.config import CONF_DIR
+from sim.bundled import CONF_DIR
+from sim.config import ModelConfig
 from sim.errors import ConfigError
 from sim.registry import SEAMS, kv_registry, scheduler_registry
 from sim.simulation import simulate
@@ -63,7 +64,7 @@ def test_a_fifth_scheduler_is_one_module_and_one_yaml(srf):
     assert cfg.scheduler.name == "srf"
     # one slot, requests of 5, 1 and 3 tokens, every token one loop: shortest first is 1, 3, 5
     trace = make_trace([[1] * 5, [1], [1] * 3], 1)
-    cfg.model.name = "smollm2_135m_vanilla"  # one loop (setting the name loads the bundled model)
+    cfg.model = ModelConfig.bundled("smollm2_135m_vanilla")  # one loop
     result = simulate(cfg, trace=trace)
     finish = result.requests.set_index("request_id")["finish_s"] / cfg.cost.loop_step_s
     assert finish.round(9).tolist() == [9.0, 1.0, 4.0]
@@ -105,7 +106,7 @@ def test_a_reordered_admission_keeps_every_invariant(srf, seed):
     exits = random_exits(rng, n_req=int(rng.integers(2, 25)), max_len=10, num_loops=loops)
     cfg = compose(["scheduler=srf", f"scheduler.batch_size={int(rng.integers(1, 5))}", "cost=constant",
                    "workload=poisson", "workload.rate=400", f"seed={seed}", "progress=false", SEARCHPATH])
-    cfg.model.name = {1: "smollm2_135m_vanilla", 2: "smollm2_135m_r2_mc", 3: "smollm2_135m_r3_mc"}[loops]
+    cfg.model = ModelConfig.bundled({1: "smollm2_135m_vanilla", 2: "smollm2_135m_r2_mc", 3: "smollm2_135m_r3_mc"}[loops])
     result = simulate(cfg, trace=make_trace(exits, loops), log_emits=True)
     req = result.requests
     emitted = sum(len(reqs) for reqs, _, _ in result.emit_log)

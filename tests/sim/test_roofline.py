@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from sim.config import HardwareConfig, ModelConfig
-from sim.cost import RooflineCost, RooflineCostConfig, StepLoad
+from sim.cost import StepLoad
+from sim.cost.roofline import RooflineCost, RooflineCostConfig
 
 # d_model 8, 2 heads of 4 (attention width 8), 1 KV head, MLP 16, vocab 32, bf16;
 # 1 prelude + 2 loops x 3 + 2 coda layers, LoRA rank 2.

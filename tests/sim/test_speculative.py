@@ -12,14 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.config import RunConfig, validate
-from sim.cost import ConstantCost, RooflineCost, RooflineCostConfig
+from sim.config import RunConfig
+from sim.cost.constant import ConstantCost
+from sim.cost.roofline import RooflineCost, RooflineCostConfig
 from sim.engine import Engine
 from sim.errors import ConfigError, TraceError
 from sim.memory import KVMemory
 from sim.schedulers.speculative import SpeculativeConfig, SpeculativeScheduler
 from sim.simulation import simulate
 from sim.trace import trace_from_frame
+from sim.validate import validate
 from tests.sim.helpers import analytic_config, looped_model, trace_frame
 from tests.sim.test_invariants import check_emissions
 

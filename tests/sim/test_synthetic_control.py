@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from sim.config import SyntheticTraceConfig, load_config
+from sim.config import SyntheticTraceConfig
 from sim.errors import ConfigError
 from sim.synthetic import generate, geometric_exit_probs
+from sim.validate import load_config
 from tests.sim.test_config import composed
 
 

@@ -8,9 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sim.config import ModelConfig, RunConfig, validate  # noqa: E402
+from sim.config import ModelConfig, RunConfig  # noqa: E402
 from sim.simulation import simulate  # noqa: E402
 from sim.trace import trace_from_frame  # noqa: E402
+from sim.validate import validate
 
 from .conftest import tiny_model  # noqa: E402
 
@@ -73,7 +74,7 @@ def executed(cfg, trace, packed):
 
 def _workload(cfg, trace):
     from sim.config import ExitConfig
-    from sim.exit_policy import apply_exit_policy
+    from sim.exit import apply_exit_policy
     from sim.registry import scheduler_registry
     from sim.workload import build_workload
     honours = scheduler_registry.get(cfg.scheduler.name).impl.honours_exits
@@ -193,7 +194,7 @@ def test_executed_run_emits_what_the_simulation_emits(packed, scheduler):
     assert res.metrics["backend"] == "real"
     assert res.metrics["makespan_s"] == pytest.approx(res.steps.seconds.sum())
     # the per-step log holds the loads the simulator priced, step for step
-    from sim.cost_profiled import LOAD_COLUMNS
+    from sim.cost.profiled import LOAD_COLUMNS
     assert (res.steps[list(LOAD_COLUMNS)].to_numpy() >= 0).all()
     assert res.steps.tokens.sum() == round(sim.metrics["mean_exit_loop"] * sim.metrics["num_tokens"])
 

@@ -162,8 +162,8 @@ def test_freeze_shared_trains_only_lora_norms_and_unique_layers(tiny_dir, tmp_pa
 
 
 def test_card_threshold_table_matches_the_simulators_confidence_exit(recorded):
-    from sim.exit_policy import ConfidenceExitConfig
-    from sim.exit_policy import apply_exit_policy
+    from sim.exit import apply_exit_policy
+    from sim.exit.confidence import ConfidenceExitConfig
     from sim.trace import load_trace
     from traces.stats import threshold_table
     df = pq.read_table(recorded["path"]).to_pandas().sort_values(["request_id", "position"])

@@ -2,7 +2,7 @@
 
 A profile (written by `python -m traces.profile_steps`, bundled for this CPU in
 sim/profiles/) holds measured engine steps: the load the engine reports for a step
-(`sim.cost.StepLoad`) and its median wall time, plus provenance and the model layout
+(`sim.cost.base.StepLoad`) and its median wall time, plus provenance and the model layout
 it was measured on. This module fits a step-time model to those samples when it is
 loaded: numpy only, no torch, so the simulator stays a base install.
 
@@ -13,24 +13,21 @@ is in `FEATURES`' comments and the README ("Simulated against real").
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from dataclasses import dataclass
-from typing import Optional
-
 from sim.config import CostConfig, HardwareConfig, ModelConfig
 from sim.errors import ConfigError
+from sim.layout import ModelShape
 from sim.registry import cost_registry
 
 PROFILE_FORMAT = "rrtsim-step-profile/1"
-BUNDLED = Path(__file__).resolve().parent / "profiles" / "cpu_smollm2_r2_mc.json"
+BUNDLED = Path(__file__).resolve().parents[1] / "profiles" / "cpu_smollm2_r2_mc.json"
 LOAD_COLUMNS = ("tokens", "distinct_loops", "context", "entering", "entering_context", "exiting",
                 "exiting_context", "heads", "kv_proj_layers", "prefill_n", "prefill_tokens", "prefill_max")
-LAYOUT_KEYS = ("loops", "layers_per_block", "prelude_layers", "coda_layers", "d_model", "n_heads",
-               "n_kv_heads", "head_dim", "d_mlp", "vocab", "lora_rank")
 
 
 def load_row(load) -> tuple[int, ...]:
@@ -154,15 +151,19 @@ def read_profile(path: str | Path) -> dict[str, Any]:
     if not np.all(np.isfinite(data)) or np.any(data < 0) or np.any(data[:, -1] <= 0):
         raise ConfigError(f"cost.profile={p}: samples must be finite, loads >= 0 and seconds > 0")
     layout = (prof.get("metadata") or {}).get("layout")
-    if not isinstance(layout, dict) or any(k not in layout for k in LAYOUT_KEYS):
-        raise ConfigError(f"cost.profile={p}: metadata.layout must give {', '.join(LAYOUT_KEYS)}")
+    try:
+        prof["shape"] = ModelShape.from_dict(layout if isinstance(layout, dict) else {})
+    except ValueError as exc:
+        raise ConfigError(f"cost.profile={p}: metadata.layout must give exactly the model shape "
+                          f"{', '.join(ModelShape.keys())} as integers ({exc})") from None
     prof["data"] = data
     return prof
 
 
 def check_layout(prof: dict[str, Any], m: ModelConfig, path: str | Path) -> None:
-    layout = prof["metadata"]["layout"]
-    bad = [f"{k}={layout[k]} (model.{k}={getattr(m, k)})" for k in LAYOUT_KEYS if layout[k] != getattr(m, k)]
+    """A profile prices only the model shape it was measured on."""
+    measured, model = prof["shape"], ModelShape.of(m)
+    bad = [f"{k}={getattr(measured, k)} (model.{k}={getattr(model, k)})" for k in measured.differing(model)]
     if bad:
         raise ConfigError(f"cost.profile={path} was measured on another model layout: {', '.join(bad)}")
 

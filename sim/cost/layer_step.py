@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim.config import CostConfig, HardwareConfig, ModelConfig
-from sim.cost import StepLoad, _at_least
+from sim.cost.base import StepLoad, at_least
 from sim.model_size import layer_params, lora_params_per_loop
 from sim.registry import cost_registry
 
@@ -41,9 +41,9 @@ class LayerStepCostConfig(CostConfig):
     step_overhead_s: float = 0.0
 
     def check(self) -> None:
-        _at_least(self.layer_s, "layer_s", True)
+        at_least(self.layer_s, "layer_s", True)
         for key in ("head_s", "prefill_s", "step_overhead_s"):
-            _at_least(getattr(self, key), key, False)
+            at_least(getattr(self, key), key, False)
 
 
 @cost_registry.register("layer_step", config=LayerStepCostConfig, order=2)

@@ -12,6 +12,8 @@ own way, and a policy is four small answers the rest of the simulator asks for:
 - `projection_layers`: layer-level K/V projections run at once for the skipped loops.
 
 `SlotState` holds the arrays and applies these answers; it knows no policy by name.
+Each policy is one module of `sim/kv/`, registered in `sim.registry.kv_registry`; its
+metadata `real=True` says the real backend (traces/executor.py) runs it too.
 """
 
 from __future__ import annotations
@@ -50,44 +52,9 @@ class KVPolicy:
         return 0
 
 
-@kv_registry.register("ignore", order=0, color="#999999")
-class IgnoreKV(KVPolicy):
-    """No compute: deeper loops attend only to tokens that reached them."""
-
-
-    def context_gain(self, loops: int) -> np.ndarray:
-        cols = np.arange(loops + 2)
-        return (cols[None, :] <= np.arange(loops + 1)[:, None]).astype(np.int64)
-
-
-@kv_registry.register("propagate", order=1, color="#D55E00")
-class PropagateKV(KVPolicy):
-    """K/V projections of every skipped layer for the exiting token (CALM)."""
-
-    acts_on_early_exit = True
-
-    def projection_layers(self, skipped_loops: np.ndarray, layers_per_block: int) -> int:
-        return int(skipped_loops.sum()) * layers_per_block
-
-
-@kv_registry.register("recompute", order=2, color="#CC79A7")
-class RecomputeKV(KVPolicy):
-    """Skipped loops run later, batched with the request's next token at that loop (FREE)."""
-
-    acts_on_early_exit = True
-
-    def fills_owed(self, loops: int) -> np.ndarray:
-        cols = np.arange(loops + 2)
-        return ((cols[None, :] > np.arange(loops + 1)[:, None]) & (cols[None, :] <= loops)).astype(np.int64)
-
-
-@kv_registry.register("share", order=3, color="#009E73")
-class ShareKV(KVPolicy):
-    """Every loop reuses loop 1's KV (recursive KV sharing): one loop of KV memory."""
-
-
-    def kv_loops(self, loops: int) -> int:
-        return 1
+def real_kv_policies() -> tuple[str, ...]:
+    """The policies the real backend runs (registry metadata `real`)."""
+    return tuple(e.name for e in kv_registry.entries() if e.meta.get("real"))
 
 
 def kv_policy(name: str | KVPolicy) -> KVPolicy:

@@ -1,13 +1,6 @@
-"""How long one engine step takes on the accelerator.
+"""cost=roofline: the model for real numbers, max(bytes / bandwidth, FLOPs / peak), each
+derated by an achieved-efficiency factor, plus a fixed per-step overhead.
 
-An engine step is one loop step: one pass of the shared block over the tokens
-the scheduler chose, plus whatever rides along (unique prelude/coda layers, exit
-heads, KV fills of exited tokens, prefill of newly admitted prompts). The engine
-describes it as a `StepLoad`; a cost model turns that into seconds.
-
-`constant` exists so tests can check the schedulers against closed forms;
-`roofline` is the model for real numbers: max(bytes / bandwidth, FLOPs / peak),
-each derated by an achieved-efficiency factor, plus a fixed per-step overhead.
 Why a roofline: decode steps of small batches are bound by reading weights and
 KV, large batches by arithmetic, and depth-wise batching moves a step along
 exactly that axis (more tokens share one read of the block's weights).
@@ -16,58 +9,13 @@ exactly that axis (more tokens share one read of the block's weights).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from sim.config import CostConfig, HardwareConfig, ModelConfig
+from sim.cost.base import StepLoad, at_least
 from sim.errors import ConfigError
 from sim.model_size import kv_bytes_per_token_layer, layer_params, lora_params_per_loop
 from sim.registry import cost_registry
-
-
-@dataclass(slots=True)
-class StepLoad:
-    tokens: int  # token-loops through the shared block (KV fills included)
-    distinct_loops: int  # loops present in the step: each brings its own LoRA weights
-    context: int  # sum of attended context lengths over those token-loops
-    entering: int  # tokens starting loop 1: they also run the prelude layers
-    entering_context: int
-    exiting: int  # tokens running the coda layers: those leaving, or every token checking an exit
-    exiting_context: int
-    heads: int  # tokens evaluating the LM head (an exit check or the final prediction)
-    kv_proj_layers: int  # layer-level K/V projections of skipped layers (kv_policy=propagate)
-    prefill: Sequence[int]  # prompt lengths of requests prefilled before this step
-    # Positions of `context` whose KV another token of the same request in this step already
-    # reads (a speculative verify pass: K queries over one sequence): attended, so in the FLOPs,
-    # but read once, so not in the bytes. Also taken off the prelude/coda context when every
-    # token of the step enters/exits (a request's tokens move together).
-    kv_shared: int = 0
-
-
-class CostModel(Protocol):
-    """A registered cost model is built as `cls(cfg, hardware, model)`."""
-
-    def step_time(self, load: StepLoad) -> float: ...
-
-
-def _at_least(value: float, key: str, minimum_excluded: bool) -> None:
-    if value < 0 or (value == 0 and minimum_excluded):
-        raise ConfigError(f"cost.{key}={value} must be {'> 0' if minimum_excluded else '>= 0'}")
-
-
-@dataclass
-class ConstantCostConfig(CostConfig):
-    """cost=constant: every loop step costs loop_step_s; prefill_s per admitted request;
-    head_s per step that evaluates any exit head."""
-
-    kind: str = "constant"
-    loop_step_s: float = 1e-3
-    prefill_s: float = 0.0
-    head_s: float = 0.0
-
-    def check(self) -> None:
-        _at_least(self.loop_step_s, "loop_step_s", True)
-        _at_least(self.prefill_s, "prefill_s", False)
-        _at_least(self.head_s, "head_s", False)
 
 
 @dataclass
@@ -81,20 +29,10 @@ class RooflineCostConfig(CostConfig):
     step_overhead_s: float = 20e-6
 
     def check(self) -> None:
-        _at_least(self.step_overhead_s, "step_overhead_s", False)
+        at_least(self.step_overhead_s, "step_overhead_s", False)
         for key in ("bandwidth_efficiency", "flops_efficiency"):
             if not 0.0 < getattr(self, key) <= 1.0:
                 raise ConfigError(f"cost.{key}={getattr(self, key)} must be in (0, 1]")
-
-
-@cost_registry.register("constant", config=ConstantCostConfig, order=1)
-class ConstantCost:
-    def __init__(self, cfg: ConstantCostConfig, hw: HardwareConfig | None = None, m: ModelConfig | None = None):
-        self.cfg = cfg
-
-    def step_time(self, load: StepLoad) -> float:
-        c = self.cfg
-        return c.loop_step_s + (c.head_s if load.heads else 0.0) + c.prefill_s * len(load.prefill)
 
 
 @cost_registry.register("roofline", config=RooflineCostConfig, order=0)
@@ -170,8 +108,3 @@ class RooflineCost:
         if load.prefill:
             t += self.prefill_time(load.prefill)
         return t
-
-
-def make_cost_model(cfg: CostConfig, hw: HardwareConfig, model: ModelConfig) -> CostModel:
-    """The registered cost model of `cfg.kind` (an unknown kind is a ConfigError)."""
-    return cost_registry.get(cfg.kind, "cost").impl(cost_registry.typed(cfg), hw, model)

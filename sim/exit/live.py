@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.errors import ConfigError
-from sim.exit_policy import ConfidenceExitConfig, Exits
+from sim.exit.base import Exits
+from sim.exit.confidence import ConfidenceExitConfig
 from sim.registry import exit_registry
 from sim.trace import Trace
 
