@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from analysis import speculative_plots, sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
+from analysis.output import Output
 from analysis.paper_table import MEMORY_MAX, reproduce, write_table
 from analysis.regime_map import regime_maps
 from analysis.style import PLAIN, THOUSANDS, kv_color, kv_names, save, scheduler_label
@@ -49,13 +49,6 @@ SMOL = ["trace=default", "hardware=a100_40g", SEED]
 SMOL_MODEL = "smollm2_135m_r2_mc"  # the layout of the default trace (conf/config.yaml)
 PAPER_SWEEP_REQUESTS = 256  # the paper ran 2048; 256 keeps the batch sweep within budget
 PAPER_TABLE_REQUESTS = 2048  # the paper's count: the table compares against it
-
-
-@dataclass
-class Output:
-    name: str
-    caption: str
-    files: list[Path] = field(default_factory=list)
 
 
 def trace_figures(out: Path) -> list[Output]:
@@ -102,17 +95,20 @@ def grid_schedulers() -> list[str]:
     registered a figure group of their own (`figures=GROUP`). `speculative` is one: it
     ignores exits and has knobs of its own (K, d) these grids would pin at one value, so
     its group (`--only speculative`) compares it with the batching schedulers instead."""
-    return [e.name for e in scheduler_registry.entries() if not e.meta.get("figures")]
+    return list(scheduler_registry.having("figures", None))
 
 
 def batch_sweep(out: Path, name: str, base: list[str], recursive: str, vanilla: str, batches: list[int],
-                title: str, caption: str, baselines: tuple[str, ...] = ("static", "continuous")) -> list[Output]:
-    """The grid's schedulers on the recursive model, static and continuous on the vanilla one;
-    speedups over the vanilla model's `baselines` schedulers at the same batch limit."""
+                title: str, caption: str, baselines: tuple[str, ...] | None = None) -> list[Output]:
+    """The grid's schedulers on the recursive model, the sweep baselines (static and
+    continuous: `sweep_plots.sweep_baselines`) on the vanilla one; speedups over the vanilla
+    model's `baselines` (default: all of them) at the same batch limit."""
+    on_vanilla = sweep_plots.sweep_baselines()
+    baselines = on_vanilla if baselines is None else baselines
     points = [[*base, f"model={recursive}", f"scheduler={s}", f"scheduler.batch_size={b}"]
               for s in grid_schedulers() for b in batches]
     points += [[*base, f"model={vanilla}", f"scheduler={s}", f"scheduler.batch_size={b}"]
-               for s in ("static", "continuous") for b in batches]
+               for s in on_vanilla for b in batches]
     frame = run_grid(points, desc=name)
     ok = sweep_plots.finished(frame)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")

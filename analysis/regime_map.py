@@ -28,12 +28,14 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from analysis.grid import _trace, compose_run
-from analysis.style import MARKERS, PLAIN, save
+from analysis.output import Output
+from analysis.style import MARKERS, PLAIN, save, scheduler_label
 from analysis.traces import trace_paths
 from sim.bundled import CONF_DIR
 from sim.config import RunConfig
 from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
+from sim.registry import scheduler_registry
 from sim.simulation import simulate
 from sim.step import StepBatch
 from sim.trace import load_trace
@@ -52,8 +54,18 @@ if (CONF_DIR / "cost" / "profiled.yaml").exists():
     REGIMES.append(("profiled", ["cost=profiled"]))
 REGIME_COLORS = ["#000000", "#D55E00", "#56B4E9", "#0072B2", "#003f63", "#CC79A7"]  # Okabe-Ito family
 MEAN_EXITS = (1.0, 1.05, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0)  # dense near 1, where sync. exit turns
-SCHEDULERS = ("continuous", "sync_exit", "depthwise")
-BASELINES = {"continuous": "continuous batching, every loop (no exit)", "sync_exit": "synchronized exit"}
+SUBJECT = "depthwise"  # the scheduler the map is about; its baselines come from the registry
+
+
+def baselines() -> dict[str, str]:
+    """The schedulers the map measures depth-wise over (registry metadata `baseline_of`
+    containing "regime_map"), each with the phrase its axis names it by."""
+    return {n: scheduler_registry.get(n).meta.get("baseline_label", scheduler_label(n))
+            for n in scheduler_registry.having("baseline_of", "regime_map")}
+
+
+def honours_exits(scheduler: str) -> bool:
+    return scheduler_registry.get(scheduler).impl.honours_exits
 
 
 @dataclass(frozen=True)
@@ -190,8 +202,8 @@ def simulate_map(setting: Setting, n_jobs: int | None = None) -> pd.DataFrame:
             real.append((path.stem, rbase, compose_run(rbase), regime_configs(setting, rbase)))
     for b in setting.batches:
         n = max(setting.requests_per_slot * b, setting.min_requests)
-        for s in SCHEDULERS:
-            for x in (MEAN_EXITS[:1] if s == "continuous" else MEAN_EXITS):  # no exit: x does not matter
+        for s in [*baselines(), SUBJECT]:
+            for x in (MEAN_EXITS if honours_exits(s) else MEAN_EXITS[:1]):  # no exit: x does not matter
                 over, cfg = _point(setting.base, base_cfg, s, b, n, x, None)
                 tasks.append((over, cfg, regimes, {"trace": "synthetic", "mean_exit_target": x}))
             for stem, rbase, rcfg, rregimes in real:
@@ -219,15 +231,14 @@ def speedups(frame: pd.DataFrame) -> pd.DataFrame:
     """Depth-wise throughput over each baseline's, per (trace, batch, regime, exit level).
     Continuous runs every loop, so one continuous run per trace and batch serves every level."""
     key = ["setting", "trace", "batch", "regime"]
-    dw = frame[frame["scheduler"] == "depthwise"]
+    dw = frame[frame["scheduler"] == SUBJECT]
     out = dw[[*key, "mean_exit_target", "mean_exit_loop", "throughput_tok_s"]].copy()
-    cont = frame[frame["scheduler"] == "continuous"].set_index(key)["throughput_tok_s"]
-    out["over_continuous"] = out["throughput_tok_s"].to_numpy() / cont.loc[list(out[key].itertuples(index=False))].to_numpy()
-    sync = frame[frame["scheduler"] == "sync_exit"]
-    sync_key = [*key, "mean_exit_target"]
-    sync_tp = sync.set_index(sync_key)["throughput_tok_s"]
-    idx = [tuple(r) for r in out[sync_key].itertuples(index=False)]
-    out["over_sync_exit"] = out["throughput_tok_s"].to_numpy() / sync_tp.reindex(idx).to_numpy()
+    for base in baselines():
+        # a baseline that ignores exits ran once per trace and batch, for every exit level
+        base_key = [*key, "mean_exit_target"] if honours_exits(base) else key
+        tp = frame[frame["scheduler"] == base].set_index(base_key)["throughput_tok_s"]
+        idx = [tuple(r) for r in out[base_key].itertuples(index=False)]
+        out[f"over_{base}"] = out["throughput_tok_s"].to_numpy() / tp.reindex(idx).to_numpy()
     return out.reset_index(drop=True)
 
 
@@ -238,7 +249,7 @@ def headline(sp: pd.DataFrame, setting: str, at: float) -> dict[str, Any]:
     rows = {}
     for regime, g in syn[syn["batch"] == batch].groupby("regime", sort=False):
         g = g.sort_values("mean_exit_loop")
-        rows[regime] = {b: float(np.interp(at, g["mean_exit_loop"], g[f"over_{b}"])) for b in BASELINES}
+        rows[regime] = {b: float(np.interp(at, g["mean_exit_loop"], g[f"over_{b}"])) for b in baselines()}
     return {"batch": batch, "at": at, "regimes": rows}
 
 
@@ -264,11 +275,12 @@ def draw(setting: Setting, sp: pd.DataFrame, marks: dict[str, float]) -> plt.Fig
     """Rows: speedup over each baseline; columns: batch sizes; one line per regime."""
     data = sp[sp["setting"] == setting.name]
     syn, real = data[data["trace"] == "synthetic"], data[data["trace"] != "synthetic"]
-    fig, axes = plt.subplots(2, len(setting.batches), figsize=(4.1 * len(setting.batches), 7.4),
+    bases = baselines()
+    fig, axes = plt.subplots(len(bases), len(setting.batches), figsize=(4.1 * len(setting.batches), 3.7 * len(bases)),
                              layout="constrained", sharex=True, squeeze=False)
     labels = [label for label, _ in REGIMES]
     for col, b in enumerate(setting.batches):
-        for row, base in enumerate(BASELINES):
+        for row, base in enumerate(bases):
             ax = axes[row][col]
             ycol = f"over_{base}"
             for k, label in enumerate(labels):
@@ -287,12 +299,12 @@ def draw(setting: Setting, sp: pd.DataFrame, marks: dict[str, float]) -> plt.Fig
             ax.axhline(1.0, color="black", linewidth=0.7)
             ax.set_xlim(0.97, 2.03)
             ax.yaxis.set_major_formatter(PLAIN)
-            ax.set_title(f"batch {b}: depth-wise over {'continuous' if base == 'continuous' else 'sync. exit'}")
+            ax.set_title(f"batch {b}: depth-wise over {scheduler_label(base)}")
             if col == 0:
-                ax.set_ylabel(f"speedup over {BASELINES[base]} (x)", fontsize=8)
-            if row == 1:
+                ax.set_ylabel(f"speedup over {bases[base]} (x)", fontsize=8)
+            if row == len(bases) - 1:
                 ax.set_xlabel("mean exit loop (of 2)")
-            else:
+            if row == 0:
                 top = ax.secondary_xaxis("top", functions=(lambda x: 2 - x, lambda s: 2 - s))
                 top.set_xlabel("share of tokens leaving after loop 1", fontsize=8)
                 top.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
@@ -307,7 +319,6 @@ def draw(setting: Setting, sp: pd.DataFrame, marks: dict[str, float]) -> plt.Fig
 
 def regime_maps(out: Path) -> list:
     """The figures.py group: one figure per setting, data and a computed caption."""
-    from analysis.figures import Output  # figures imports this module: import at call time
 
     frames = [simulate_map(s) for s in settings()]
     frame = pd.concat(frames, ignore_index=True)

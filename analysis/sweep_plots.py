@@ -17,10 +17,16 @@ from matplotlib.ticker import FuncFormatter
 
 from analysis.style import (LINESTYLES, LOG_MINOR, MARKERS, PLAIN, THOUSANDS, save, scheduler_color, scheduler_names,
                             scheduler_label)
+from sim.registry import scheduler_registry
 
 # Override keys already shown by an axis or by colour (and their metric names).
 AXIS_KEYS = {"scheduler", "scheduler.batch_size", "batch_size", "workload.rate", "rate"}
-BASELINES = ("static", "continuous")
+
+
+def sweep_baselines() -> tuple[str, ...]:
+    """The schedulers sweeps measure speedups over (registry metadata `baseline_of`
+    containing "sweep")."""
+    return scheduler_registry.having("baseline_of", "sweep")
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +190,7 @@ def plot_sweep(frame: pd.DataFrame, out_dir: str | Path, prefix: str = "") -> li
             ax.set_title(title)
             legend_below(fig, ax)
             written += save(fig, out_dir / f"{prefix}{name}", formats=("png",))
-    baselines = [{"scheduler": b} for b in BASELINES if b in set(ok["scheduler"])]
+    baselines = [{"scheduler": b} for b in sweep_baselines() if b in set(ok["scheduler"])]
     # Under an arrival-rate sweep the offered load, not the scheduler, sets the throughput
     # below saturation: a throughput ratio would mislead, the latency plot says it instead.
     if baselines and ok["scheduler"].nunique() > 1 and not varies(ok, "rate"):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,19 +27,28 @@ from sim.simulation import simulate
 from sim.trace_io import write_atomic
 from sim.validate import load_config
 
-SUMMARY_ROWS = [
-    ("throughput", "throughput_tok_s", "{:,.0f} tok/s"),
-    ("makespan", "makespan_s", "{:.3f} s"),
-    ("requests / tokens", None, None),
-    ("effective batch", "effective_batch", "{}"),
-    ("mean exit loop", "mean_exit_loop", "{:.3f}"),
-    ("loop steps / token", "loop_steps_per_token", "{:.4f}"),
-    ("slot utilization", "slot_utilization", "{:.1%}"),
-    ("accuracy cost", "accuracy_cost", "{:.2%}"),
-    ("peak KV", "peak_kv_bytes", None),
-    ("TTFT p50 / p99", ("ttft_p50_s", "ttft_p99_s"), "{:.4f} / {:.4f} s"),
-    ("TPOT p50 / p99", ("tpot_p50_s", "tpot_p99_s"), "{:.5f} / {:.5f} s"),
-    ("e2e p50 / p99", ("e2e_p50_s", "e2e_p99_s"), "{:.3f} / {:.3f} s"),
+def _fmt(key: str, fmt: str) -> Callable[[dict[str, Any]], str]:
+    return lambda m: fmt.format(m[key]) if m[key] is not None else "n/a"
+
+
+def _pair(keys: tuple[str, str], fmt: str) -> Callable[[dict[str, Any]], str]:
+    return lambda m: fmt.format(*(m[k] for k in keys)) if None not in (m[k] for k in keys) else "n/a"
+
+
+# (label, how the row shows the metrics) of the summary a run prints
+SUMMARY_ROWS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    ("throughput", _fmt("throughput_tok_s", "{:,.0f} tok/s")),
+    ("makespan", _fmt("makespan_s", "{:.3f} s")),
+    ("requests / tokens", lambda m: f"{m['num_requests']:,} / {m['num_tokens']:,}"),
+    ("effective batch", _fmt("effective_batch", "{}")),
+    ("mean exit loop", _fmt("mean_exit_loop", "{:.3f}")),
+    ("loop steps / token", _fmt("loop_steps_per_token", "{:.4f}")),
+    ("slot utilization", _fmt("slot_utilization", "{:.1%}")),
+    ("accuracy cost", _fmt("accuracy_cost", "{:.2%}")),
+    ("peak KV", lambda m: f"{m['peak_kv_bytes'] / 1e9:.3f} GB"),
+    ("TTFT p50 / p99", _pair(("ttft_p50_s", "ttft_p99_s"), "{:.4f} / {:.4f} s")),
+    ("TPOT p50 / p99", _pair(("tpot_p50_s", "tpot_p99_s"), "{:.5f} / {:.5f} s")),
+    ("e2e p50 / p99", _pair(("e2e_p50_s", "e2e_p99_s"), "{:.3f} / {:.3f} s")),
 ]
 
 
@@ -50,17 +59,7 @@ def format_summary(m: dict[str, Any], model_from_trace: bool = False) -> str:
     if model_from_trace:
         lines.append(f"  {'model':<20} {m['model']}, {m['loops']} loops: the model the trace's metadata names "
                      "(model=NAME to choose another)")
-    for label, key, fmt in SUMMARY_ROWS:
-        if label == "requests / tokens":
-            value = f"{m['num_requests']:,} / {m['num_tokens']:,}"
-        elif label == "peak KV":
-            value = f"{m['peak_kv_bytes'] / 1e9:.3f} GB"
-        elif isinstance(key, tuple):
-            vals = [m[k] for k in key]
-            value = fmt.format(*vals) if None not in vals else "n/a"
-        else:
-            value = fmt.format(m[key]) if m[key] is not None else "n/a"
-        lines.append(f"  {label:<20} {value}")
+    lines += [f"  {label:<20} {show(m)}" for label, show in SUMMARY_ROWS]
     if m.get("acceptance_rate") is not None:  # scheduler=speculative
         lines.append(f"  {'acceptance rate':<20} {m['acceptance_rate']:.1%} of {m['drafted_tokens']:,} drafts "
                      f"(K={m['draft_len']}, d={m['draft_loops']})")

@@ -81,11 +81,3 @@ def read_trace_metadata(path: str | Path) -> dict[str, str]:
         return {}
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()
             if not k.startswith(b"pandas")}
-
-
-def update_trace_metadata(path: str | Path, updates: Mapping[str, Any]) -> None:
-    """Add or replace metadata keys of a Parquet trace, rows unchanged, atomically."""
-    path = Path(path)
-    table = pq.read_table(path)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **_encoded(updates)})
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))

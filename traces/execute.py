@@ -68,18 +68,19 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
     import pandas as pd
 
+    from sim.exit import decided_live, exits_early
     from sim.simulation import load_run_trace, simulate
 
     from .executor import LOG_COLUMNS, RealSteps, warm_up
     from .serving import request_sequences
 
     trace = trace if trace is not None else load_run_trace(cfg)
-    checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
+    checks = cfg.exit.head_every_loop and exits_early(cfg.exit.policy)
     made: list[tuple] = []
 
     def clock(wl, state):
         seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
-        live = cfg.exit.policy == "live" and state.checks_every_loop  # a scheduler honouring exits
+        live = decided_live(cfg.exit.policy) and state.checks_every_loop  # a scheduler honouring exits
         rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
                        checks_every_loop=state.checks_every_loop, record=record, timer=timer,
                        live_threshold=cfg.exit.threshold if live else None)

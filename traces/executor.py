@@ -43,12 +43,14 @@ import torch.nn.functional as F
 from sim.cost import StepLoad
 from sim.cost.profiled import LOAD_COLUMNS, load_row
 from sim.errors import ConfigError, InvariantError
+from sim.kv import real_kv_policies
+from sim.layout import ModelShape
 from sim.step import StepBatch
 
 from .llama import rms_norm
 from .recursive import RecursiveLM
 
-KV_POLICIES = ("ignore", "share")
+KV_POLICIES = real_kv_policies()  # those registered with `real=True` (sim/kv/)
 # One row of the per-step log: the load a cost model sees, then the measured seconds
 # (the profile and sim.cost_profiled use the same columns).
 LOG_COLUMNS = LOAD_COLUMNS + ("seconds", "wall_seconds")
@@ -157,13 +159,14 @@ class PackedModel:
                                                              device=self.device) / hd))
 
     def layout(self) -> dict:
-        """What a profile must match to be used for this model (sim.cost_profiled)."""
+        """This model's `sim.layout.ModelShape`, as the dict a profile records and must match
+        to price this model (sim/cost/profiled.py)."""
         d = self.dims
-        return {"loops": self.loops, "layers_per_block": self.block_n, "prelude_layers": self.prelude_n,
-                "coda_layers": self.coda_n, "d_model": d.hidden, "n_heads": d.heads, "n_kv_heads": d.kv_heads,
-                "head_dim": d.head_dim, "d_mlp": self.mlp, "vocab": d.vocab,
-                "lora_rank": int(self.lora[0][0].a_o.shape[0]) if self.lora and self.lora[0] and self.lora[0][0]
-                else 0}
+        return ModelShape(loops=self.loops, layers_per_block=self.block_n, prelude_layers=self.prelude_n,
+                          coda_layers=self.coda_n, d_model=d.hidden, n_heads=d.heads, n_kv_heads=d.kv_heads,
+                          head_dim=d.head_dim, d_mlp=self.mlp, vocab=d.vocab,
+                          lora_rank=int(self.lora[0][0].a_o.shape[0]) if self.lora and self.lora[0] and self.lora[0][0]
+                          else 0).as_dict()
 
     def rope(self, positions: torch.Tensor):
         """cos, sin of shape (n, 1, head_dim) for one position per row."""

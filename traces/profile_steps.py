@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.trace_io import write_atomic
-
 from sim.cost import StepLoad
 from sim.cost.profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
+from sim.kv import kv_policy as as_kv_policy
+from sim.layout import ModelShape
+from sim.trace_io import write_atomic
 
 from .precision import add_dtype_option, dtype_from_args
 
@@ -122,15 +123,18 @@ class Grid:
         pos[first] = 0  # admitted requests run their first token in the step they are prefilled in
         admitted = reqs[first]
         P = self.prompt_len[reqs]
-        # validity of earlier positions at each loop (kv_policy=ignore: exited tokens left no deeper KV)
-        kv_rows = 1 if self.kv_policy == "share" else N
+        # validity of earlier positions at each loop (kv_policy=ignore: exited tokens left no deeper KV),
+        # and the context each row attends to, as the KV policy answers them (sim/kv/)
+        policy = as_kv_policy(self.kv_policy)
+        kv_rows = policy.kv_loops(N)
+        gain = policy.context_gain(N)  # [exit loop, loop]: 1 when that exit leaves KV the loop attends to
         valid = []
         ctx = np.zeros(n, dtype=np.int64)
         for i in range(n):
             ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if p_exit_early else np.full(pos[i], N)
             rows = np.stack([ex >= k for k in range(1, kv_rows + 1)]) if kv_rows > 1 else np.ones((1, pos[i]), bool)
             valid.append(rows)
-            filled = int(rows[loops[i] - 1].sum()) if self.kv_policy == "ignore" else int(pos[i])
+            filled = int(gain[ex, loops[i]].sum())
             ctx[i] = P[i] + 1 + filled
         full = P + 1 + pos
         enter = loops == 1
@@ -207,10 +211,9 @@ def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = Non
 
     model, tok = serving_model(cfg.model, checkpoint, source)
     packed = PackedModel(model, getattr(torch, dtype_name), device)
-    layout = packed.layout()
-    want = {k: getattr(cfg.model, k) for k in layout}
-    if layout != want:
-        raise RuntimeError(f"packed model layout {layout} differs from the config's {want}")
+    packed_shape, want = ModelShape.from_dict(packed.layout()), ModelShape.of(cfg.model)
+    if packed_shape != want:
+        raise RuntimeError(f"packed model shape {packed_shape} differs from the config's {want}")
     return packed, tok
 
 

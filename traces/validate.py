@@ -8,7 +8,7 @@ One command so the whole check reruns unchanged on a quiet machine:
      validation workloads never draw (RunProfiler), their passes spread before,
      between and after the real runs' repeats (a shared machine's load drifts:
      profile and runs must sample the same conditions);
-  2. run the four schedulers at batch 8, 16 and 32 for real (traces.execute's
+  2. run the grid's schedulers (those of the main figures) at batch 8, 16 and 32 for real (traces.execute's
      engine + RealSteps) on workloads resampled from the default trace (at least
      --min-tokens generated tokens each), every point --reps times, repetitions
      interleaved so a noisy minute does not hit one point's repeats together;
@@ -33,11 +33,17 @@ import numpy as np
 import pandas as pd
 
 from sim.cost.profiled import BUNDLED, LOAD_COLUMNS
+from sim.registry import scheduler_registry
 from sim.trace import DEFAULT_TRACE
 
 from .precision import add_dtype_option, dtype_from_args
 
-SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
+
+
+def grid_schedulers() -> tuple[str, ...]:
+    """The schedulers of the validation grid: those of the simulator's main figures, every
+    registered one but those with a figure group of their own (registry metadata `figures`)."""
+    return scheduler_registry.having("figures", None)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -160,10 +166,11 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
     batches = sorted(table.batch_size.unique())
-    width = 0.8 / len(SCHEDULERS)
-    for i, s in enumerate(SCHEDULERS):
+    schedulers = [s for s in scheduler_registry.names() if s in set(table.scheduler)]
+    width = 0.8 / len(schedulers)
+    for i, s in enumerate(schedulers):
         g = table[table.scheduler == s].set_index("batch_size").reindex(batches)
-        x = np.arange(len(batches)) + (i - 1.5) * width
+        x = np.arange(len(batches)) + (i - (len(schedulers) - 1) / 2) * width
         lo = g.real_makespan_s - g.real_min_s
         hi = g.real_max_s - g.real_makespan_s
         ax.bar(x, g.real_makespan_s, width * 0.9, color=scheduler_color(s), alpha=0.55,
@@ -177,7 +184,7 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_ylim(0, float(table.real_max_s.max()) * 1.45)  # room for the legend
     ax.set_title("Makespan: real (bars, min-max of repeats) vs simulated")
     ax.legend(fontsize=7, ncol=2, loc="upper right")
-    for s in SCHEDULERS:
+    for s in schedulers:
         g = steps[steps.scheduler == s]
         ax2.scatter(g.seconds * 1e3, g.predicted_s * 1e3, s=3, alpha=0.35, color=scheduler_color(s),
                     label=scheduler_label(s))
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", default=str(DEFAULT_TRACE.relative_to(ROOT)),
                     help="trace the workloads are drawn from (default: the bundled default trace)")
     ap.add_argument("--batches", default="8,16,32")
-    ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    ap.add_argument("--schedulers", default=",".join(grid_schedulers()))
     ap.add_argument("--min-tokens", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -316,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                      "loop_steps": ms[0]["loop_steps"], "real_throughput_tok_s": ms[0]["num_tokens"] / med,
                      "sim_throughput_tok_s": sim["throughput_tok_s"]})
     table = pd.DataFrame(rows).sort_values(["batch_size", "scheduler"],
-                                           key=lambda c: c.map({s: i for i, s in enumerate(SCHEDULERS)})
+                                           key=lambda c: c.map({s: i for i, s in enumerate(scheduler_registry.names())})
                                            if c.name == "scheduler" else c)
     csv = Path(args.csv)
     csv.parent.mkdir(parents=True, exist_ok=True)

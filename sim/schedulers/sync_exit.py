@@ -6,6 +6,7 @@ from sim.registry import scheduler_registry
 from sim.schedulers.base import IterationScheduler
 
 
-@scheduler_registry.register("sync_exit", label="synchronized exit", color="#CC79A7", order=2)
+@scheduler_registry.register("sync_exit", label="synchronized exit", color="#CC79A7", order=2,
+                             baseline_of=("regime_map",))
 class SyncExitScheduler(IterationScheduler):
     honours_exits = True
