@@ -159,7 +159,7 @@ defaults:
 
 cost:
   # fitted on the vanilla static row alone ({static} tok/s at batch {b_static}): seconds per
-  # decoder layer run in a step (sim/cost_layers.py): one 18-layer step takes {step_ms:.1f} ms
+  # decoder layer run in a step (sim/cost/layer_step.py): one 18-layer step takes {step_ms:.1f} ms
   layer_s: {layer_s:.6g}
 trace:
   synthetic:

@@ -58,10 +58,10 @@ class WorkloadConfig:
 @dataclass
 class ExitConfig:
     """Keys every exit policy has; a policy with keys of its own extends this in its
-    module (`exit=confidence`: `sim.exit_policy.ConfidenceExitConfig`)."""
+    module (`exit=confidence`: `sim.exit.confidence.ConfidenceExitConfig`)."""
 
     policy: str = "oracle"
-    # What exited tokens do about the KV of the loops they skipped (sim/kv_policy.py).
+    # What exited tokens do about the KV of the loops they skipped (sim/kv/).
     # A key of the exit group, not a group: it only matters once tokens exit.
     kv_policy: str = "ignore"
     # True: every token evaluates the LM head after every loop (how a confidence exit
@@ -87,7 +87,7 @@ class SchedulerConfig:
 @dataclass
 class CostConfig:
     """The key every cost model has; each model's own keys are in its config class
-    (`sim.cost.RooflineCostConfig`, `sim.cost.ConstantCostConfig`)."""
+    (`sim.cost.roofline.RooflineCostConfig`, `sim.cost.constant.ConstantCostConfig`)."""
 
     kind: str = "roofline"
 

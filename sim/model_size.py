@@ -48,7 +48,7 @@ def kv_bytes_per_token_layer(m: ModelConfig) -> int:
 
 def kv_bytes_per_token(m: ModelConfig, kv_policy) -> int:
     """KV bytes one token holds: the unique layers' and, of the shared block, as many
-    loops' as the KV policy keeps (a name or a `sim.kv_policy.KVPolicy`)."""
+    loops' as the KV policy keeps (a name or a `sim.kv.KVPolicy`)."""
     from sim.kv import kv_policy as as_kv_policy
 
     kv_loops = as_kv_policy(kv_policy).kv_loops(m.loops)

@@ -56,7 +56,7 @@ CARD_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def threshold_table(df: pd.DataFrame, thresholds=CARD_THRESHOLDS) -> pd.DataFrame:
-    """The simulator's confidence exit (`sim.exit_policy.confidence_exits`) against depth. Beside
+    """The simulator's confidence exit (`sim.exit.confidence.confidence_exits`) against depth. Beside
     the simulator's accuracy (agreement with the final loop) it reports agreement with the
     original model, which only a recorded trace (teacher_token) can give."""
     N = num_loops_of(df)

@@ -59,7 +59,7 @@ def test_layer_s_must_be_positive():
 
 
 def test_layer_step_is_registered_with_its_own_keys():
-    """The registry finds sim/cost_layers.py; roofline's keys are refused under layer_step."""
+    """The registry finds sim/cost/layer_step.py; roofline's keys are refused under layer_step."""
     from hydra.errors import HydraException
 
     from sim.registry import cost_registry
