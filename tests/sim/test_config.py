@@ -38,6 +38,7 @@ def test_defaults_compose_and_validate():
     ("cost=constant cost.loop_step_s=0", ["cost.loop_step_s=0"]),
     ("cost.bandwidth_efficiency=1.5", ["cost.bandwidth_efficiency"]),
     ("model.n_kv_heads=2", ["n_kv_heads"]),
+    ("workload.arrival=bursty", ["workload.arrival='bursty'", "offline", "poisson"]),
 ])
 def test_bad_value_names_key(override, fragments):
     with pytest.raises(ConfigError) as info:
@@ -119,3 +120,35 @@ def test_vanilla_model_runs_any_trace_without_exits():
     cfg = load_config(composed("model=smollm2_135m_vanilla", "scheduler=continuous", "progress=false"))
     metrics = simulate(cfg).metrics
     assert metrics["exit_policy"] == "none" and metrics["mean_exit_loop"] == 1.0
+
+
+def test_a_bundled_config_is_read_only_when_asked_for():
+    """`ModelConfig.bundled(name)` has every value of conf/model/<name>.yaml; setting `name`
+    on a config only relabels it (no file is read behind an assignment)."""
+    from sim.config import HardwareConfig, ModelConfig
+
+    gemma = ModelConfig.bundled("gemma2b_r2")
+    assert (gemma.name, gemma.d_model, gemma.vocab, gemma.loops) == ("gemma2b_r2", 2048, 256000, 2)
+    assert HardwareConfig.bundled("h100").name == "h100" and HardwareConfig.bundled("h100").memory_gb == 80
+    m = ModelConfig()
+    m.name = "gemma2b_r2"
+    assert m.d_model == ModelConfig().d_model
+    with pytest.raises(ConfigError, match="model='gpt5' is not bundled; valid: .*smollm2_135m_r2_mc"):
+        ModelConfig.bundled("gpt5")
+
+
+def test_the_model_shape_is_defined_once():
+    """ModelConfig is a ModelShape; a shape read from a mapping (a profile's layout) must
+    give exactly the shape's keys as integers."""
+    from sim.config import ModelConfig
+    from sim.layout import ModelShape
+
+    m = ModelConfig.bundled("smollm2_135m_r3_mc")
+    shape = ModelShape.of(m)
+    assert isinstance(m, ModelShape) and type(shape) is ModelShape and shape.loops == 3
+    assert ModelShape.from_dict(shape.as_dict()) == shape
+    assert shape.differing(ModelShape.of(ModelConfig())) == ["loops", "layers_per_block", "coda_layers"]
+    with pytest.raises(ValueError, match="vocab missing, dtype unknown"):
+        ModelShape.from_dict({**{k: v for k, v in shape.as_dict().items() if k != "vocab"}, "dtype": 2})
+    with pytest.raises(ValueError, match="loops='2' is not an integer"):
+        ModelShape.from_dict({**shape.as_dict(), "loops": "2"})

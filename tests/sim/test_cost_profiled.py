@@ -97,6 +97,8 @@ def write_profile(path: Path, **change) -> Path:
     (lambda p: write_profile(p / "s.json", samples=[[1] * (len(LOAD_COLUMNS) + 1)] * 3), "at least"),
     (lambda p: write_profile(p / "n.json", samples=[[-1] * (len(LOAD_COLUMNS) + 1)] * 60), ">= 0"),
     (lambda p: write_profile(p / "l.json", layout={"lora_rank": 32}), "another model layout"),
+    (lambda p: write_profile(p / "k.json", layout={"n_layers": 30}), "model shape loops, layers_per_block"),
+    (lambda p: write_profile(p / "i.json", layout={"vocab": 49152.5}), "vocab=49152.5 is not an integer"),
 ])
 def test_bad_profiles_are_config_errors(tmp_path, make, message):
     path = make(tmp_path)
