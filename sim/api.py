@@ -18,7 +18,7 @@ from typing import Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sim.bundled import CONF_DIR, bundled_options
+from sim.bundled import CONF_DIR, bundled_node, bundled_options
 from sim.config import RunConfig
 from sim.errors import ConfigError
 from sim.registry import SCHEMA_PREFIX, SEAMS, discover_all
@@ -90,8 +90,7 @@ def follow_trace_model(raw: DictConfig, overrides: Iterable[str]) -> Optional[st
     name = trace_model(OmegaConf.select(raw, "trace.path"), OmegaConf.select(raw, "trace.synthetic") is not None)
     if name is None or name == OmegaConf.select(raw, "model.name"):
         return name
-    node = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
-    node = OmegaConf.masked_copy(node, [k for k in node if k != "defaults"])
+    node = bundled_node("model", name)
     for o in parsed:
         if o.key_or_group.startswith("model.") and not o.is_delete():
             OmegaConf.update(node, o.key_or_group[len("model."):], o.value(), force_add=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -20,11 +20,17 @@ def bundled_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("base_"))
 
 
-def load_bundled(cls: type, group: str, name: str) -> Optional[Any]:
-    """The typed config of conf/<group>/<name>.yaml (a flat YAML over its base schema), or None."""
+def bundled_node(group: str, name: str) -> Optional[DictConfig]:
+    """The values of conf/<group>/<name>.yaml (a flat YAML over its base schema, its
+    `defaults` list dropped), or None when the group ships no such option."""
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         return None
     raw = OmegaConf.load(path)
-    raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw))
+    return OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
+
+
+def load_bundled(cls: type, group: str, name: str) -> Optional[Any]:
+    """The typed config (of dataclass `cls`) of conf/<group>/<name>.yaml, or None."""
+    node = bundled_node(group, name)
+    return None if node is None else OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))

@@ -6,7 +6,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.api import compose
-from sim.bundled import load_bundled
 from sim.config import ModelConfig
 from sim.layout import Layout
 from sim.trace import DEFAULT_TRACE, load_trace
@@ -43,7 +42,7 @@ def test_bundled_trace(path):
     assert layout.describe() in meta["model"]  # the keys agree with the recorded description
     name = trace_model(str(path))
     assert name == MODELS[path.stem]
-    assert load_bundled(ModelConfig, "model", name).layout == layout
+    assert ModelConfig.bundled(name).layout == layout
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)

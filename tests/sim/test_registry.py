@@ -115,3 +115,19 @@ def test_a_reordered_admission_keeps_every_invariant(srf, seed):
     for _, row in req.iterrows():  # nobody shorter had arrived and was still waiting
         waiting = req[(req.arrival_s <= row.admitted_s) & (req.admitted_s > row.admitted_s)]
         assert (waiting.gen_len >= row.gen_len).all()
+
+
+def test_capabilities_are_registry_metadata():
+    """What a variant can do is read from its entry, never from its name."""
+    from sim.exit import decided_live, exits_early
+    from sim.kv import real_kv_policies
+    from sim.registry import arrival_registry, exit_registry
+
+    assert scheduler_registry.having("baseline_of", "sweep") == ("static", "continuous")
+    assert scheduler_registry.having("baseline_of", "regime_map") == ("continuous", "sync_exit")
+    assert scheduler_registry.having("figures", None) == ("static", "continuous", "sync_exit", "depthwise")
+    assert exit_registry.having("exits_early", False) == ("none",)
+    assert [p for p in exit_registry.names() if not exits_early(p)] == ["none"]
+    assert [p for p in exit_registry.names() if decided_live(p)] == ["live"]
+    assert real_kv_policies() == ("ignore", "share")
+    assert arrival_registry.names() == ("offline", "poisson") and arrival_registry.having("needs_rate") == ("poisson",)
