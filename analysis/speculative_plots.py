@@ -21,12 +21,20 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from analysis.grid import compose_run, run_grid
 from analysis.style import PLAIN, THOUSANDS, save, scheduler_color, scheduler_label
 from analysis.traces import trace_paths
+from sim.registry import scheduler_registry
 from sim.schedulers.speculative import accepted_runs, round_emits
 from sim.simulation import load_run_trace
 from sim.trace import Trace, load_trace
 
 DRAFT_LENS = range(1, 9)
-BASELINES = ("continuous", "sync_exit", "depthwise")
+
+
+def baselines() -> tuple[str, ...]:
+    """The schedulers speculative decoding is compared with (registry metadata `baseline_of`
+    containing "speculative")."""
+    return scheduler_registry.having("baseline_of", "speculative")
+
+
 PAPER_REQUESTS = 8  # of 2048 tokens each: the paper's 2048 requests would not fit the figure budget
 PAPER = ["trace=paper_like", "model=gemma2b_r2", f"trace.synthetic.num_requests={PAPER_REQUESTS}"]
 EASY = ["trace.synthetic.exit_probs=[0.9,0.1]", "trace.synthetic.correlation=0.9"]
@@ -56,7 +64,7 @@ def settings() -> list[Setting]:
 
 def points(s: Setting) -> list[list[str]]:
     base = [*s.overrides, *COMMON]
-    out = [[*base, f"scheduler={b}", f"scheduler.batch_size={n}"] for b in BASELINES for n in s.batches]
+    out = [[*base, f"scheduler={b}", f"scheduler.batch_size={n}"] for b in baselines() for n in s.batches]
     out += [[*base, "scheduler=speculative", f"scheduler.draft_len={k}", f"scheduler.batch_size={n}"]
             for k in DRAFT_LENS for n in s.batches]
     return out
@@ -77,9 +85,9 @@ def _batch_axis(ax: plt.Axes, batches: list[int]) -> None:
 def _draw_setting(axes: list[plt.Axes], frame: pd.DataFrame, s: Setting) -> None:
     ok = frame[frame["status"] == "ok"]
     spec = ok[ok["scheduler"] == "speculative"]
-    base = {b: ok[ok["scheduler"] == b].set_index("batch_size")["throughput_tok_s"] for b in BASELINES}
+    base = {b: ok[ok["scheduler"] == b].set_index("batch_size")["throughput_tok_s"] for b in baselines()}
     thr, over_depth, over_cont = axes
-    for b in BASELINES:
+    for b in base:
         thr.plot(base[b].index, base[b].values, color=scheduler_color(b), linewidth=2.2, marker="o",
                  markersize=4, label=scheduler_label(b), zorder=3)
     for k in DRAFT_LENS:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional, TypeVar
 
-from sim.bundled import load_bundled
+from sim.bundled import bundled_options, load_bundled
 from sim.errors import ConfigError
 from sim.layout import ModelShape
 
@@ -105,8 +105,6 @@ class _Bundled:
     def bundled(cls: type[B], name: str) -> B:
         cfg = load_bundled(cls, cls._group, name)
         if cfg is None:
-            from sim.bundled import bundled_options
-
             raise ConfigError(f"{cls._group}={name!r} is not bundled; valid: {', '.join(bundled_options(cls._group))}")
         return cfg
 
@@ -157,7 +155,7 @@ class RunConfig:
     progress: bool = True
     trace: TraceConfig = field(default_factory=TraceConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
-    # The three seams hold their variant's config class once validated (`validate`).
+    # The three seams hold their variant's config class once validated (`sim.validate.validate`).
     exit: ExitConfig = field(default_factory=ExitConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     cost: CostConfig = field(default_factory=CostConfig)

@@ -13,7 +13,7 @@ messages, in the analysis colours and in the benchmarks. Validation, `--help`,
 plots and benchmarks ask the registry; no other list of names exists.
 
 Variants are found without a list either: a registry imports its package (`sim.schedulers`,
-`sim.cost`, `sim.exit`, `sim.kv`) and every module in it on first use, so adding a variant
+`sim.cost`, `sim.exit`, `sim.kv`; arrivals: the module `sim.arrival`) and every module in it on first use, so adding a variant
 is one new module and one new YAML file (docs/extending.md). Modules outside `sim/` (a
 plugin, a test's fixture) are imported from the `RRTSIM_PLUGINS` environment variable
 (comma-separated module names).
@@ -21,7 +21,7 @@ plugin, a test's fixture) are imported from the `RRTSIM_PLUGINS` environment var
 What a variant can do is metadata of its entry (keyword arguments of `register`), read by
 whoever needs to know, never a comparison with its name:
 - scheduler: `figures` (it has figures of its own, not the main ones: `speculative`),
-  `baseline_of` (the figures that measure speedups over it: "sweep", "regime_map"),
+  `baseline_of` (the figures that compare with it: "sweep", "regime_map", "speculative"),
   `baseline_label` (how those figures name it);
 - exit policy: `exits_early` (default True; False: every token runs every loop),
   `decided_live` (the real model decides exits as the run goes);

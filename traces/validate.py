@@ -135,7 +135,7 @@ def speedups(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for b, g in table.groupby("batch_size"):
         t = g.set_index("scheduler")
-        for base in [b for b in ("continuous", "sync_exit", "static") if b in t.index and "depthwise" in t.index]:
+        for base in [b for b in grid_schedulers() if b != "depthwise" and b in t.index and "depthwise" in t.index]:
             rows.append({"batch_size": b, "over": base,
                          "real": t.real_makespan_s[base] / t.real_makespan_s["depthwise"],
                          "profiled": t.sim_makespan_s[base] / t.sim_makespan_s["depthwise"],

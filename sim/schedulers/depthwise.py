@@ -9,7 +9,8 @@ from sim.registry import scheduler_registry
 from sim.schedulers.base import Scheduler
 
 
-@scheduler_registry.register("depthwise", label="continuous depth-wise", color="#009E73", order=3)
+@scheduler_registry.register("depthwise", label="continuous depth-wise", color="#009E73", order=3,
+                             baseline_of=("speculative",))
 class DepthwiseScheduler(Scheduler):
     honours_exits = True
 

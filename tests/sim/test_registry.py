@@ -125,6 +125,7 @@ def test_capabilities_are_registry_metadata():
 
     assert scheduler_registry.having("baseline_of", "sweep") == ("static", "continuous")
     assert scheduler_registry.having("baseline_of", "regime_map") == ("continuous", "sync_exit")
+    assert scheduler_registry.having("baseline_of", "speculative") == ("continuous", "sync_exit", "depthwise")
     assert scheduler_registry.having("figures", None) == ("static", "continuous", "sync_exit", "depthwise")
     assert exit_registry.having("exits_early", False) == ("none",)
     assert [p for p in exit_registry.names() if not exits_early(p)] == ["none"]
