@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from sim.errors import ConfigError
 from sim.exit.base import Exits
 from sim.exit.confidence import ConfidenceExitConfig
+from sim.exit.none import no_exit
 from sim.registry import exit_registry
 from sim.trace import Trace
 
@@ -35,5 +34,4 @@ class LiveExitConfig(ConfidenceExitConfig):
 @exit_registry.register("live", config=LiveExitConfig, order=3, decided_live=True)
 def live_exit(trace: Trace, cfg: LiveExitConfig, num_loops: int) -> Exits:
     """Placeholders until the real model decides: every token may run every loop."""
-    n_tok = trace.num_tokens
-    return np.full(n_tok, num_loops, dtype=np.int8), np.zeros(n_tok, dtype=bool)
+    return no_exit(trace, cfg, num_loops)
