@@ -23,9 +23,12 @@ the same layer shape runs the same operators, so its step is priced from the mea
 - Prefill: every layer and loop's dense operators at the prompts' total token count, each
   loop's LoRA, causal attention from FLOPs (P^2/2 pairs per prompt) at F, KV writes at B, and
   the head for each prompt's last position.
-- CPU overhead per step, by batch size (rows in the step plus prompts prefilled): schedule,
-  sampler, input preparation and output processing of Vidur's A100 host (`cost.cpu_overhead`).
-  The H100 uses the A100 host's table (the only one measured).
+- CPU overhead per step, by batch size, from Vidur's A100 host (`cost.cpu_overhead`): scheduling
+  and input preparation at the step's rows plus prompts prefilled, in a step where tokens enter
+  loop 1 (a new forward pass: under iteration-level batching its later loop steps continue the
+  same pass); sampling and output processing at the rows that produce logits (`heads`). A
+  vanilla model's step is both, at its batch: exactly the measured per-step overhead. The H100
+  uses the A100 host's table (the only one measured).
 
 B and F come from the same GPU's measured dense operators: B = a layer's weight bytes over its
 four projections' time at 1 token (flat, weight-read bound: about 0.69 of peak on both GPUs),
@@ -148,7 +151,9 @@ class GpuProfileCost:
     def cpu_time(self, s: StepLoad) -> float:
         if self.cpu is None:
             return 0.0
-        return self.cpu(s.tokens + len(s.prefill))
+        start, sampled = self.cpu
+        t = start(s.tokens + len(s.prefill)) if s.entering or s.prefill else 0.0
+        return t + (sampled(s.heads) if s.heads else 0.0)
 
     def step_time(self, load: StepLoad) -> float:
         t = self.decode_time(load) + self.cpu_time(load)

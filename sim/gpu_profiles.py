@@ -36,9 +36,12 @@ VIDUR_DIR = Path(__file__).resolve().parent / "profiles" / "vidur"
 DENSE_OPS = ("input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
              "mlp_up_proj", "mlp_act", "mlp_down_proj", "add")
 PROJECTIONS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")  # the layer's weights
-# What Vidur charges per step as CPU overhead (means), as reference.md and the issue sum them:
+# What Vidur charges per step as CPU overhead (means), as reference.md and the issue sum them,
+# in two groups: what the engine does to start a forward pass over a batch (schedule it, prepare
+# its inputs) and what it does with the rows that produce logits (sample, process the outputs).
 # ray_comm_time (Ray messaging of Vidur's multi-worker vLLM fork, 0.2-1.0 ms at TP 1) is left out.
-CPU_PARTS = ("schedule_mean", "sampler_e2e_mean", "prepare_inputs_e2e_mean", "process_model_outputs_mean")
+CPU_PASS = ("schedule_mean", "prepare_inputs_e2e_mean")
+CPU_SAMPLED = ("sampler_e2e_mean", "process_model_outputs_mean")
 # profile column -> ModelConfig field: the layer shape a profile was measured at
 SHAPE = (("n_embd", "d_model"), ("n_head", "n_heads"), ("n_kv_head", "n_kv_heads"),
          ("n_expanded_embd", "d_mlp"), ("use_gated_mlp", "gated_mlp"))
@@ -142,16 +145,19 @@ def measured_models(profile: str) -> tuple[MeasuredModel, ...]:
 
 
 @lru_cache(maxsize=None)
-def cpu_overheads(model_key: str) -> Curve:
-    """Per-step CPU time of the serving loop by batch size, for one measured model at TP 1."""
+def cpu_overheads(model_key: str) -> tuple[Curve, Curve]:
+    """Per-step CPU time of the serving loop by batch size, for one measured model at TP 1: the
+    (schedule + prepare inputs, sample + process outputs) parts."""
     raw = pd.read_csv(VIDUR_DIR / CPU_OVERHEADS)
     rows = raw[(raw["model_name"] == model_key) & (raw["tensor_parallel_degree"] == 1)]
     if rows.empty:
         have = sorted(raw.loc[raw["tensor_parallel_degree"] == 1, "model_name"].unique())
         raise ConfigError(f"no measured CPU overheads for {model_key} at TP 1 (measured: {', '.join(have)}); "
                           "cost.cpu_overhead=false prices the GPU alone")
-    seconds = sum(rows[c].to_numpy(dtype=float) for c in CPU_PARTS) * 1e-3
-    return Curve(f"CPU overheads {model_key} (batch size)", rows["batch_size"].to_numpy(), seconds)
+    batch = rows["batch_size"].to_numpy()
+    return tuple(Curve(f"CPU {what} {model_key} (batch size)", batch,
+                       sum(rows[c].to_numpy(dtype=float) for c in cols) * 1e-3)
+                 for what, cols in (("schedule + prepare inputs", CPU_PASS), ("sample + outputs", CPU_SAMPLED)))
 
 
 def profile_names() -> str:
