@@ -178,12 +178,17 @@ def derived() -> pd.DataFrame:
 
 START, END = "<!-- gpu_published:start -->", "<!-- gpu_published:end -->"
 DERIVED_START, DERIVED_END = "<!-- gpu_derived:start -->", "<!-- gpu_derived:end -->"
+REGIME_START, REGIME_END = "<!-- gpu_regime:start -->", "<!-- gpu_regime:end -->"  # analysis.regime_map writes it
 
 
 def _replace_block(text: str, start: str, end: str, body: str, doc: Path) -> str:
     if start not in text or end not in text:
         raise RuntimeError(f"{doc} has no {start} ... {end} block to write into")
     return re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{body}\n{end}", text, flags=re.S)
+
+
+def write_doc_block(doc: Path, start: str, end: str, body: str) -> None:
+    doc.write_text(_replace_block(doc.read_text(), start, end, body, doc))
 
 
 def write(t: pd.DataFrame, csv: Path = CSV, doc: Path = DOC) -> None:
