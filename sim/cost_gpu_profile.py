@@ -31,7 +31,7 @@ the same layer shape runs the same operators, so its step is priced from the mea
   uses the A100 host's table (the only one measured).
 
 B and F come from the same GPU's measured dense operators: B = a layer's weight bytes over its
-four projections' time at 1 token (flat, weight-read bound: about 0.69 of peak on both GPUs),
+four projections' time at 1 token (flat, weight-read bound: 0.64-0.77 of peak bandwidth),
 F = the projections' FLOPs over their time at 4096 tokens (compute bound). Token counts
 beyond 4096 (long prefills) are extrapolated linearly, batch sizes below 8 clamped to batch
 8's CPU time, above 128 extrapolated; each warns once (sim/gpu_profiles.py). Tensor

@@ -136,7 +136,10 @@ def measured_models(profile: str) -> tuple[MeasuredModel, ...]:
         tokens = frame["num_tokens"].to_numpy()
         ops = [op for op in DENSE_OPS if f"time_stats.{op}.median" in frame]
         name = f"{profile} {key}"
-        curve = lambda what, cols: Curve(f"{name} {what}", tokens, sum(_column(frame, c) for c in cols))
+
+        def curve(what: str, cols) -> Curve:
+            return Curve(f"{name} {what}", tokens, sum(_column(frame, c) for c in cols))
+
         models.append(MeasuredModel(
             key, shape, curve("layer (tokens)", ops), curve("projections (tokens)", PROJECTIONS),
             curve("mlp_up_proj (tokens)", ["mlp_up_proj"]), curve("layer norm (tokens)", ["input_layernorm"]),
