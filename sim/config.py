@@ -136,6 +136,9 @@ class ModelConfig(ModelShape, _Bundled):
     source_layers: Optional[int] = 30
     dtype_bytes: int = 2
     tied_embeddings: bool = True
+    # Llama/Gemma gate and up projections (three MLP matrices); False: one up and one down
+    # projection (phi-2). The parameter counts, hence memory and every cost, follow it.
+    gated_mlp: bool = True
 
 
 @dataclass

@@ -10,9 +10,9 @@ A vanilla model is loops = 1 with every layer in the block.
 metadata (`to_metadata`); the simulator reads it back (`from_metadata`) to run a
 trace on the bundled model (conf/model/) that recorded it, and to refuse a model
 whose loops differ from the trace's (sim/trace_model.py). `ModelShape` adds the widths
-to the layout: everything a step's cost depends on, defined once here and read by the
-simulator's `ModelConfig` (which extends it), the real executor (`PackedModel.layout`)
-and the check that a step profile was measured on the model it prices (sim/cost/profiled.py).
+to the layout, defined once here and read by the simulator's `ModelConfig` (which
+extends it), the real executor (`PackedModel.layout`) and the check that a step profile
+was measured on the model it prices (sim/cost/profiled.py).
 This module imports nothing of the project: the bundled models it is matched against
 come from its callers.
 """
@@ -90,8 +90,10 @@ class Layout:
 
 @dataclass
 class ModelShape:
-    """The layout and widths of a model: what a step costs depends on these and nothing
-    else. Defaults: the model of the default trace (conf/model/smollm2_135m_r2_mc.yaml)."""
+    """The layout and widths of a model: what the real executor reports of the model it
+    packed and a step profile is matched on. `sim.config.ModelConfig` extends it with what
+    neither needs (name, source layers, dtype, tied embeddings, the MLP's form).
+    Defaults: the model of the default trace (conf/model/smollm2_135m_r2_mc.yaml)."""
 
     loops: int = 2
     layers_per_block: int = 14
