@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_message
+from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_error
 from sim.config import CONF_DIR, load_config
 from sim.errors import ConfigError, UserError
 from sim.registry import discover_all, kv_registry
@@ -153,10 +153,7 @@ def check_composes(overrides: list[str]) -> None:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             compose("config", overrides=overrides)
     except HydraException as exc:
-        first = hydra_message(exc)
-        cause = str(exc.__cause__).strip().splitlines()[0] if exc.__cause__ else ""
-        first = first.rstrip(".")
-        raise ConfigError(f"{first}: {cause}" if cause and cause not in first else first) from None
+        raise hydra_error(exc) from None
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -253,7 +253,7 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .execute import torch_missing
+    from .cli import torch_missing
     if torch_missing("traces.profile_steps"):
         return 2
     from sim.config import load_config

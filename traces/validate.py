@@ -197,7 +197,7 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .execute import torch_missing
+    from .cli import torch_missing
     if torch_missing("traces.validate"):
         return 2
     from sim.config import load_config
