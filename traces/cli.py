@@ -110,12 +110,13 @@ def _same_type(default: Any, value: Any) -> bool:
 
 
 def check_hydra_command(config_name: str, argv: Sequence[str], command: str,
-                        input_files: Iterable[str] = ()) -> None:
+                        input_files: Iterable[str] = ()):
     """Check a Hydra command line against traces/conf/<config_name>.yaml before the
     command runs: every key exists (a typo gets the nearest key, not Hydra's "use +key"),
     every value has its default's type, required keys are given, the input files named by
     `input_files` keys exist and a CUDA device is there. A ConfigError otherwise.
-    Hydra's own flags (--help, --cfg, -m ...) are left to Hydra."""
+    Returns the composed config; None (nothing checked) when the line has Hydra's own
+    flags (--help, --cfg, -m ...): those are Hydra's to handle."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -124,7 +125,7 @@ def check_hydra_command(config_name: str, argv: Sequence[str], command: str,
     from sim.api import hydra_error
 
     if any(a.startswith("-") for a in argv):
-        return
+        return None
     base = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")
     keys = [k for k in base if k not in ("hydra", "defaults")]
     try:
@@ -145,12 +146,13 @@ def check_hydra_command(config_name: str, argv: Sequence[str], command: str,
     for key in keys:
         if OmegaConf.is_missing(cfg, key):
             raise ConfigError(f"{key} is required: {command} {key}=VALUE")
-        if key in given and not _same_type(base[key], cfg[key]):
+        if key in given and not OmegaConf.is_missing(base, key) and not _same_type(base[key], cfg[key]):
             raise ConfigError(f"{key}={cfg[key]!r}: must be {type(base[key]).__name__} like its default {base[key]!r}")
     for key in input_files:
         if not Path(str(cfg[key])).is_file():
             raise ConfigError(f"{key}={cfg[key]}: no such file")
     check_device(str(cfg.device), f"device={cfg.device}")
+    return cfg
 
 
 def check_device(device: str, named: str) -> None:
