@@ -72,8 +72,8 @@ def key_value_usage(options_cls: type) -> str:
     lines = []
     for f in fields(options_cls):
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"  {f.name + '=' + str(default).lower() if isinstance(default, bool) else f'{f.name}={default}':<28}"
-                     f" {f.metadata.get('help', '')}")
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  {f'{f.name}={shown}':<28} {f.metadata.get('help', '')}")
     return "\n".join(lines)
 
 

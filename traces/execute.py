@@ -50,7 +50,7 @@ OPTION_CHOICES = {"dtype": ("auto", "bfloat16", "float32"), "timer": ("auto", "p
 def usage() -> str:
     from sim.run import options_help
 
-    return (f"usage: python -m traces.execute [KEY=VALUE ...]\n\n{__doc__.splitlines()[0]}\n\n"
+    return (f"usage: python -m traces.execute [KEY=VALUE ...]\n\n{__doc__.split(chr(10) * 2)[0]}\n\n"
             f"traces.execute's keys (default shown):\n{key_value_usage(ExecuteOptions)}\n\n"
             f"and every sim.run override (python -m sim.run --help); its config groups:\n{options_help()}\n")
 

@@ -2,8 +2,9 @@
 the simulator, write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,pdf}.
 
 One command so the whole check reruns unchanged on a quiet machine:
-  1. profile real steps into the bundled profile that `cost=profiled` reads by
-     default (or reuse one: --profile PATH): grid points (traces.profile_steps) and
+  1. profile real steps into runs/profiles/<device>_<model>.json (--profile-out PATH:
+     elsewhere, e.g. the bundled profile that `cost=profiled` reads by default; or
+     reuse one: --profile PATH): grid points (traces.profile_steps) and
      the steps of real runs of every scheduler and batch size on trace requests the
      validation workloads never draw (RunProfiler), their passes spread before,
      between and after the real runs' repeats (a shared machine's load drifts:
