@@ -263,18 +263,12 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
     return meta
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from .cli import torch_missing
-    if torch_missing("traces.profile_steps"):
-        return 2
-    from sim.config import ModelConfig, bundled_options, load_config
-    from sim.errors import ConfigError, UserError
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from sim.config import ModelConfig, bundled_options
     from sim.registry import discover_all, kv_registry
 
-    from .cli import OneLineParser, check_device, fail
-    from .execute import compose
-    from .quiet import background_paused, pin
+    from .cli import OneLineParser
 
     discover_all()
     ap = OneLineParser(prog="python -m traces.profile_steps",
@@ -294,7 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
     ap.add_argument("--checkpoint", default=None, help="uptrained weights (default: the SVD conversion)")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from .cli import torch_missing
+    if torch_missing("traces.profile_steps"):
+        return 2
+    from sim.config import load_config
+    from sim.errors import ConfigError, UserError
+
+    from .cli import check_device, fail
+    from .execute import compose
+    from .quiet import background_paused, pin
+
+    args = parser().parse_args(argv)
     try:
         if args.points < 1 or args.reps < 1:
             raise ConfigError("--points and --reps must be >= 1")

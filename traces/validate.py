@@ -211,7 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sim.errors import UserError
 
-    from .cli import OneLineParser, fail
+    from .cli import fail
+
+    args = parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UserError as exc:
+        return fail(exc)
+
+
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from .cli import OneLineParser
 
     ap = OneLineParser(prog="python -m traces.validate", description=DESCRIPTION)
     ap.add_argument("--profile", default=None, help="reuse this profile instead of measuring one")
@@ -237,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure", default="figures/sim_vs_real", help="the figure, without suffix")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     ap.add_argument("--tables", action="store_true", help="only rewrite sim_vs_real.md from the CSVs")
-    args = ap.parse_args(argv)
-    try:
-        return _run(args, argv)
-    except UserError as exc:
-        return fail(exc)
+    return ap
 
 
 def check_args(args) -> tuple[list[int], list[str]]:
