@@ -16,6 +16,7 @@ from tests.sim.test_cli import REPO
 CSV = REPO / "figures" / "data" / "paper_reproduction.csv"
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_one_schedule_priced_by_every_regime_equals_separate_runs():
     """A SmolLM2 point at batch 8: each regime's throughput equals `sim.run` with that regime's overrides."""
     smol = next(s for s in settings() if s.name == "smollm2")
@@ -28,6 +29,7 @@ def test_one_schedule_priced_by_every_regime_equals_separate_runs():
         assert priced[label] == pytest.approx(direct, rel=1e-9)
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_gemma_regimes_compose_in_the_paper_setting():
     """Every regime composes on the paper setting's trace (a cost model refuses another's keys);
     the layer-step regime takes the paper's fitted cost per layer, the others their own keys."""
@@ -44,6 +46,7 @@ def test_gemma_regimes_compose_in_the_paper_setting():
             assert not hasattr(cfg.cost, "layer_s")
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_paper_setting_with_another_cost_model_is_one_line_naming_the_key():
     """+paper sets cost.layer_s; under cost=roofline that key is refused with its name, exit code 2."""
     from tests.sim.test_cli import run_cli
@@ -53,6 +56,7 @@ def test_paper_setting_with_another_cost_model_is_one_line_naming_the_key():
     assert done.stderr.strip().count("\n") == 0 and "layer_s" in done.stderr and "RooflineCostConfig" in done.stderr
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_reproduction_table_has_the_issue_columns_and_fits():
     table = pd.read_csv(CSV)
     assert list(table.columns[:6]) == ["row", "paper_x", "rrtsim_tok_s", "rrtsim_x", "fitted", "overrides"]
