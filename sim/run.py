@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_error
 from sim.config import CONF_DIR, load_config
-from sim.errors import ConfigError, UserError
+from sim.errors import UserError
 from sim.registry import discover_all, kv_registry
 from sim.simulation import simulate
 from sim.trace_io import write_atomic
