@@ -121,7 +121,8 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
 
 def parse(argv: list[str]):
     """(ExecuteOptions, typed RunConfig, composed config, trace): every input checked,
-    nothing loaded beyond the trace; a ConfigError/TraceError for any mistake."""
+    nothing loaded beyond the trace; a ConfigError/TraceError for any mistake. The
+    config's `progress` (default true) shows the engine's bar, in tokens, over the real steps."""
     from sim.config import load_config
     from sim.errors import ConfigError
     from sim.simulation import load_run_trace
@@ -155,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         opts, cfg, raw, trace = parse(argv)
-        cfg.progress = True  # the engine's bar, in tokens, over the real steps
         placement = pin(opts.threads, [int(c) for c in opts.cpus.split(",") if c.strip()] if opts.cpus else None)
         import torch
         dtype = dtype_from_args(opts)
