@@ -41,6 +41,7 @@ PARSE = {"traces.execute", "traces.uptrain", "traces.record", "traces.validate",
 # The explicitly long or not-applicable ones, by module, with why.
 LONG = {"analysis.figures": "regenerates every figure: minutes (tests/analysis/test_figures.py runs parts)",
         "analysis.paper_fit": "rewrites committed tables",
+        "analysis.gpu_published": "rewrites committed tables (tests/sim/test_cost_gpu_profile.py reruns it)",
         "analysis.sweep": "gathers a sweep directory a sweep made",
         "benchmarks.sim_speed": "a timing benchmark: minutes",
         "benchmarks.uptrain_speed": "a timing benchmark of the real model",
