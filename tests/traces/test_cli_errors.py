@@ -128,3 +128,12 @@ def test_command_line_mistakes_end_in_one_line_and_exit_2(argv, tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("error:") and p.stderr.strip().count("\n") == 0, p.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_execute_keys_never_shadow_a_sim_run_key():
+    from dataclasses import fields
+
+    from sim.config import RunConfig
+    from traces.execute import ExecuteOptions
+
+    assert not {f.name for f in fields(ExecuteOptions)} & {f.name for f in fields(RunConfig)}
