@@ -132,7 +132,7 @@ def test_the_docs_show_commands_of_every_tier():
 
 
 def _ids(cases):
-    return [f"{where}:{' '.join(c.split()[2:5])}" for where, c in cases]
+    return [f"{where}:{_module(c)} {' '.join(_argv(c)[:2])}" for where, c in cases]
 
 
 PARSED = [(w, c) for w, c in COMMANDS if tier(c)[0] == "parse"]
