@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from .cli import torch_missing
+
+if __name__ == "__main__" and torch_missing("traces.record"):  # one line, not an ImportError traceback
+    sys.exit(2)
+
+import torch  # noqa: E402
 
 from sim.trace_io import provenance, write_trace_parquet
 

@@ -39,7 +39,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+from .cli import torch_missing
+
+if __name__ == "__main__" and torch_missing("traces.uptrain"):  # one line, not an ImportError traceback
+    sys.exit(2)
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from sim.trace_io import write_atomic

@@ -137,3 +137,13 @@ def test_execute_keys_never_shadow_a_sim_run_key():
     from traces.execute import ExecuteOptions
 
     assert not {f.name for f in fields(ExecuteOptions)} & {f.name for f in fields(RunConfig)}
+
+
+@pytest.mark.parametrize("module", ["traces.uptrain", "traces.record", "traces.execute", "traces.validate",
+                                    "traces.profile_steps"])
+def test_without_torch_every_command_says_install_cpu_torch_first(module):
+    code = (f"import runpy, sys; sys.modules['torch'] = None; sys.argv = ['{module}']; "
+            f"runpy.run_module('{module}', run_name='__main__')")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr[-500:]
+    assert p.stderr.index("pip install torch==2.13.0") < p.stderr.index("pip install -e '.[traces]'")
