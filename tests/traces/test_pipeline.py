@@ -202,7 +202,8 @@ def test_record_refuses_to_overwrite_a_trace_unless_asked(recorded, tiny_dir):
     from traces.record import run as record
     cfg = _cfg("record", [f"checkpoint={recorded['run'] / 'best.pt'}", f"source={tiny_dir}", "name=tiny",
                           f"out_dir={recorded['path'].parent}", "num_prompts=1"])
-    with pytest.raises(SystemExit, match="overwrite=true"):
+    from sim.errors import ConfigError
+    with pytest.raises(ConfigError, match="overwrite=true"):  # the CLI prints it as one line, exit 2
         record(cfg)
 
 

@@ -33,7 +33,8 @@ def test_smallest_example_runs_as_written(tmp_path):
     cache.mkdir()
     if (cache_root() / "base").is_dir():
         (cache / "base").symlink_to(cache_root() / "base")
-    env = {**os.environ, "RRTSIM_CACHE": str(cache)}
+    # PYTHONPATH: this checkout's code, not whichever rrtsim is installed, from the scratch directory
+    env = {**os.environ, "RRTSIM_CACHE": str(cache), "PYTHONPATH": str(README.parents[1])}
     for cmd in cmds:
         done = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=900)
