@@ -122,8 +122,6 @@ def check_hydra_command(config_name: str, argv: Sequence[str], command: str,
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from sim.api import hydra_error
-
     if any(a.startswith("-") for a in argv):
         return None
     base = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")
@@ -141,6 +139,8 @@ def check_hydra_command(config_name: str, argv: Sequence[str], command: str,
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name, overrides=list(argv))
     except HydraException as exc:
+        from sim.api import hydra_error  # only here: it fills Hydra's ConfigStore with sim's schemas
+
         raise hydra_error(exc) from None
     given = {o.key_or_group for o in parsed}
     for key in keys:
