@@ -77,11 +77,13 @@ class StepRows:
         last[-1] = True
         return int(self.context.sum() - self.context[last].sum())
 
-    def load(self, prefill: Sequence[int], n_loops: int) -> StepLoad:
+    def load(self, prefill: Sequence[int], n_loops: int, kv_shared: int | None = None) -> StepLoad:
+        """The step's load; `kv_shared` None: computed (`shared_context`)."""
         # every row attends to every earlier position at every loop (no row exits early),
         # so what unique prelude/coda layers see is the loop's own context
         return step_load(self.loops, self.context, self.leaving | self.drafting, prefill, n_loops,
-                         full_context=self.context, kv_shared=self.shared_context())
+                         full_context=self.context,
+                         kv_shared=self.shared_context() if kv_shared is None else kv_shared)
 
     def batch(self, requests: np.ndarray, admitted: np.ndarray, contract_drafting: bool) -> StepBatch:
         """The step as the executor sees it. `contract_drafting` False reports a draft read as

@@ -45,6 +45,7 @@ class SlotArrays:
         self.loop = np.zeros(b, dtype=np.int64)  # next loop its row runs; > exit_at once it has exited
         self.exit_at = np.zeros(b, dtype=np.int64)
         self.gen = np.zeros(b, dtype=np.int64)  # tokens the request generates
+        self.prompt = np.zeros(b, dtype=np.int64)  # its prompt length
         self.base = np.zeros(b, dtype=np.int64)  # offset of the slot's request in the token arrays
 
     def active(self) -> np.ndarray:
@@ -53,7 +54,7 @@ class SlotArrays:
             self._active = np.flatnonzero(self.occupied)
         return self._active
 
-    def place(self, s: int, r: int, base: int, gen: int, exit_at: int) -> None:
+    def place(self, s: int, r: int, base: int, gen: int, prompt: int, exit_at: int) -> None:
         self.occupied[s] = True
         self._active = None
         self.req[s] = r
@@ -62,6 +63,7 @@ class SlotArrays:
         self.base[s] = base
         self.exit_at[s] = exit_at
         self.gen[s] = gen
+        self.prompt[s] = prompt
 
     def vacate(self, slots: np.ndarray) -> None:
         self.occupied[slots] = False
@@ -107,8 +109,9 @@ class SlotState:
         wl, at = self.wl, self.stats.admitted_at
         for s, r in placed:
             base = int(self.offsets[r])
-            sl.place(s, r, base, int(wl.gen_len[r]), int(self.exits[base]))
-            self.kv.place(s, int(wl.prompt_len[r]))
+            prompt = int(wl.prompt_len[r])
+            sl.place(s, r, base, int(wl.gen_len[r]), prompt, int(self.exits[base]))
+            self.kv.place(s, prompt)
             at[r] = now
         if placed:
             self.stats.peak_active = max(self.stats.peak_active, sl.active().size)
@@ -147,19 +150,22 @@ class SlotState:
         stats.token_loops += idx.size
         return load, idx[leaving], batch
 
-    def run_rows(self, rows: StepRows, want_batch: bool = False,
-                 contract_drafting: bool = True) -> tuple[StepLoad, StepBatch | None]:
+    def run_rows(self, rows: StepRows, want_batch: bool = False, contract_drafting: bool = True,
+                 kv_shared: int | None = None, busy: int | None = None) -> tuple[StepLoad, StepBatch | None]:
         """A row scheduler's step: price `rows` (chosen from `self.rows`, already advanced by
         the caller) and, if asked, list them for a real backend. `token_loops` counts busy
-        slots (a slot computes when any of its rows does), for slot utilization."""
+        slots (a slot computes when any of its rows does), for slot utilization.
+        `kv_shared` and `busy` are computed from the rows unless the caller knows them."""
         prefill, admitted = self.queue.prefilled()
-        load = rows.load(prefill, self.n_loops)
+        load = rows.load(prefill, self.n_loops, kv_shared)
         batch = None
         if want_batch:
             batch = rows.batch(self.slots.req[rows.slots], np.asarray(admitted, dtype=np.int64), contract_drafting)
-        s = rows.slots
+        if busy is None:
+            s = rows.slots
+            busy = int(np.count_nonzero(s[1:] != s[:-1])) + 1 if s.size else 0
         self.stats.steps += 1
-        self.stats.token_loops += int(np.count_nonzero(s[1:] != s[:-1])) + 1 if s.size else 0
+        self.stats.token_loops += busy
         return load, batch
 
     def settle_exits(self, idx: np.ndarray, loops: np.ndarray, leave: np.ndarray) -> np.ndarray:

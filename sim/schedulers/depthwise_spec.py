@@ -131,7 +131,7 @@ class DepthwiseSpecScheduler(Scheduler):
             raise InvariantError("a row runs past its request's last position")
         leaving = loops == self.n_loops
         drafting = (loops == self.draft_loops) & (positions + 1 < gen)  # the last row drafts nothing
-        context = st.wl.prompt_len[sl.req[s]] + positions + 1  # every earlier position, at every loop
+        context = sl.prompt[s] + positions + 1  # every earlier position, at every loop
         rows.loop[s, j] = loops + 1
         self._ran = (s, positions, leaving, drafting)
         self.counts.row_loops += s.size

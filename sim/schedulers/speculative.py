@@ -115,7 +115,8 @@ class SpeculativeScheduler(Scheduler):
         self.round_steps = self.draft_phase + n - d
         # wl.wrong carries, per token, whether the loop-d draft differs from the final token
         self.run_len = accepted_runs(~state.wl.wrong, state.offsets)
-        self.draft = np.zeros(state.batch_size, dtype=np.int64)  # k of each slot's round
+        rows = state.batch_size * K
+        self._true, self._false = np.ones(rows, dtype=bool), np.zeros(rows, dtype=bool)  # sliced per step
         self.phase = self.round_steps  # loop steps done in the current iteration (== round_steps: none)
         self.counts = RoundCounts()
 
@@ -133,8 +134,7 @@ class SpeculativeScheduler(Scheduler):
     def begin_iteration(self) -> None:
         st = self.state
         idx = st.active()
-        k = np.minimum(self.draft_len, st.slots.gen[idx] - st.slots.tok[idx])
-        self.draft[idx] = k
+        k = np.minimum(self.draft_len, st.slots.gen[idx] - st.slots.tok[idx])  # the round's drafts
         rows = st.rows
         rows.loop[idx] = np.arange(rows.loop.shape[1])[None, :] < k[:, None]  # k rows at loop 1
         rows.count[idx] = k
@@ -154,7 +154,7 @@ class SpeculativeScheduler(Scheduler):
         if self.phase >= self.round_steps:
             return np.zeros(idx.size, dtype=np.int64)
         i, loop = self._step_shape()
-        return np.where(self.draft[idx] > i, loop, 0)
+        return np.where(self.state.rows.count[idx] > i, loop, 0)
 
     def computing(self) -> np.ndarray:
         st = self.state
@@ -172,26 +172,34 @@ class SpeculativeScheduler(Scheduler):
         st, rows, c = self.state, self.state.rows, self.counts
         i, loop = self._step_shape()
         if i >= 0:  # draft: position p + i, attending to prompt, emitted tokens and earlier drafts
-            s = idx[self.draft[idx] > i]
-            j = np.full(s.size, i, dtype=np.int64)
+            s = idx[rows.count[idx] > i]
+            j = i
+            column = rows.loop[:, i]  # row i of every slot (a view: cheaper than indexing pairs)
+            loops = column[s]
+            column[s] = loops + 1
+            busy = s.size
             c.draft_steps += 1
             c.draft_token_loops += s.size
         else:  # verify: k positions per slot at once, each attending causally within the round
             s, j = rows.of(idx)
+            loops = rows.loop[s, j]
+            rows.loop[s, j] = loops + 1
+            busy = idx.size
             c.verify_steps += 1
             c.verify_token_loops += s.size
-        loops = rows.loop[s, j]
-        if loops.size and not (loops == loop).all():
-            raise InvariantError(f"a speculative step at loop {loop} found rows at loops {np.unique(loops)}")
-        rows.loop[s, j] = loops + 1
-        positions = st.slots.tok[s] + j
-        context = st.wl.prompt_len[st.slots.req[s]] + positions + 1
-        at_head = loop == (self.draft_loops if i >= 0 else st.n_loops)  # the exit path: coda and head
-        heads = np.full(s.size, at_head)
-        none = np.zeros(s.size, dtype=bool)
-        step_rows = StepRows(s, positions, loops, context, leaving=none if i >= 0 else heads,
-                             drafting=heads if i >= 0 else none)
-        load, batch = st.run_rows(step_rows, want_batch, contract_drafting=False)
+        # every row is at `loop`: the iteration's shape (check_complete counts it)
+        sl = st.slots
+        positions = sl.tok[s] + j
+        context = sl.prompt[s] + positions + 1
+        n = s.size
+        # the exit path (coda and head) ends the draft at loop d and the verify pass at loop N
+        at_head = (self._true if loop == (self.draft_loops if i >= 0 else st.n_loops) else self._false)[:n]
+        none = self._false[:n]
+        step_rows = StepRows(s, positions, loops, context, leaving=none if i >= 0 else at_head,
+                             drafting=at_head if i >= 0 else none)
+        # a draft step has one row per slot: no KV read is shared
+        load, batch = st.run_rows(step_rows, want_batch, contract_drafting=False,
+                                  kv_shared=0 if i >= 0 else None, busy=busy)
         self.phase += 1
         return load, idx[:0], batch
 
@@ -204,12 +212,11 @@ class SpeculativeScheduler(Scheduler):
         """Accept each round's longest correct prefix and emit its tokens."""
         st = self.state
         idx = st.active()
-        k = self.draft[idx]
+        k = st.rows.count[idx]
         run = self.run_len[st.slots.base[idx] + st.slots.tok[idx]]
         emits = round_emits(run, k)
         self.counts.drafted += int(k.sum())
         self.counts.accepted += int(np.minimum(run, k).sum())
-        self.draft[idx] = 0
         st.rows.clear(idx)  # rejected drafts are dropped; the next round drafts afresh
         st.deliver(idx, now, emits)
 
