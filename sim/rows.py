@@ -114,6 +114,11 @@ class InFlight:
         self.loop[slots, self.count[slots]] = 1
         self.count[slots] += 1
 
+    def fill(self, slots: np.ndarray, counts: np.ndarray) -> None:
+        """`counts` rows per slot (none in flight before), all entering loop 1 next."""
+        self.loop[slots] = np.arange(self.loop.shape[1])[None, :] < counts[:, None]
+        self.count[slots] = counts
+
     def pop_front(self, slots: np.ndarray) -> None:
         """The oldest row of each slot leaves (its token is emitted); the others move up."""
         self.loop[slots, :-1] = self.loop[slots, 1:]

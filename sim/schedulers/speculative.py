@@ -134,10 +134,7 @@ class SpeculativeScheduler(Scheduler):
     def begin_iteration(self) -> None:
         st = self.state
         idx = st.active()
-        k = np.minimum(self.draft_len, st.slots.gen[idx] - st.slots.tok[idx])  # the round's drafts
-        rows = st.rows
-        rows.loop[idx] = np.arange(rows.loop.shape[1])[None, :] < k[:, None]  # k rows at loop 1
-        rows.count[idx] = k
+        st.rows.fill(idx, np.minimum(self.draft_len, st.slots.gen[idx] - st.slots.tok[idx]))  # k drafts each
         self.phase = 0
         self.counts.iterations += 1
         self.counts.rounds += idx.size
