@@ -93,6 +93,7 @@ class DepthwiseSpecScheduler(Scheduler):
         self.counts = SpecCounts()
         self._ran: tuple[np.ndarray, ...] | None = None  # the rows of the step just run
         self._accepted = np.zeros(0, dtype=bool)
+        self._rejected = np.zeros(state.batch_size, dtype=bool)  # scratch: slots rejecting in this step
 
     @classmethod
     def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: DepthwiseSpecConfig, loops: int) -> Exits:
@@ -135,7 +136,10 @@ class DepthwiseSpecScheduler(Scheduler):
         rows.loop[s, j] = loops + 1
         self._ran = (s, positions, leaving, drafting)
         self.counts.row_loops += s.size
-        load, batch = st.run_rows(StepRows(s, positions, loops, context, leaving, drafting), want_batch)
+        # rows of one request are d loops apart, never two at one loop: no KV read is shared;
+        # and every resident request has a row in flight, so every slot of idx is busy
+        load, batch = st.run_rows(StepRows(s, positions, loops, context, leaving, drafting), want_batch,
+                                  kv_shared=0, busy=idx.size)
         return load, s[leaving], batch
 
     def settle_acceptance(self, accepted: np.ndarray) -> None:
@@ -159,7 +163,10 @@ class DepthwiseSpecScheduler(Scheduler):
                 dropped, ran = rows.clear(rejected)
                 c.rows_discarded += dropped
                 c.discarded_row_loops += ran
-                drafting = drafting & ~np.isin(s, rejected)  # a discarded row's draft feeds nothing
+                gone = self._rejected
+                gone[rejected] = True
+                drafting = drafting & ~gone[s]  # a discarded row's draft feeds nothing
+                gone[rejected] = False
             st.deliver(exited, now)  # a finished request frees its slot
             if rejected.size:  # the verified token feeds the next position (never past the last)
                 rows.start(rejected)
