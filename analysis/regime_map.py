@@ -38,7 +38,7 @@ from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
 from sim.registry import scheduler_registry
 from sim.simulation import simulate
-from sim.step import StepBatch
+from sim.step import StepBatch, StepClock
 from sim.trace import load_trace
 from sim.validate import validate
 
@@ -160,7 +160,7 @@ def gpu_settings() -> list[Setting]:
                     None, (8, 32, 128), 4, 32, regimes=tuple(GPU_REGIMES))]
 
 
-class PricedSteps:
+class PricedSteps(StepClock):
     """A clock that runs on the first cost model and sums every model's step times."""
 
     needs_batch = False

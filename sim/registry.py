@@ -22,7 +22,8 @@ What a variant can do is metadata of its entry (keyword arguments of `register`)
 whoever needs to know, never a comparison with its name:
 - scheduler: `figures` (it has figures of its own, not the main ones: `speculative`),
   `baseline_of` (the figures that compare with it: "sweep", "regime_map", "speculative"),
-  `baseline_label` (how those figures name it);
+  `baseline_label` (how those figures name it), `validated` (traces.validate compares its
+  real execution with the simulator);
 - exit policy: `exits_early` (default True; False: every token runs every loop),
   `decided_live` (the real model decides exits as the run goes);
 - KV policy: `real` (the real backend, traces/executor.py, runs it too);

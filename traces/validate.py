@@ -9,7 +9,7 @@ One command so the whole check reruns unchanged on a quiet machine:
      validation workloads never draw (RunProfiler), their passes spread before,
      between and after the real runs' repeats (a shared machine's load drifts:
      profile and runs must sample the same conditions);
-  2. run the grid's schedulers (those of the main figures) at batch 8, 16 and 32 for real (traces.execute's
+  2. run the grid's schedulers (registered `validated=True`) at batch 8, 16 and 32 for real (traces.execute's
      engine + RealSteps) on workloads resampled from the default trace (at least
      --min-tokens generated tokens each), every point --reps times, repetitions
      interleaved so a noisy minute does not hit one point's repeats together;
@@ -40,9 +40,9 @@ from .precision import add_dtype_option, dtype_from_args
 
 
 def grid_schedulers() -> tuple[str, ...]:
-    """The schedulers of the validation grid: those of the simulator's main figures, every
-    registered one but those with a figure group of their own (registry metadata `figures`)."""
-    return scheduler_registry.having("figures", None)
+    """The schedulers of the validation grid: those registered with `validated=True`, whose
+    real execution this command compares with the simulator."""
+    return scheduler_registry.having("validated")
 
 
 DESCRIPTION = ("Profile real steps, run the validation grid for real and compare it with the simulator; "

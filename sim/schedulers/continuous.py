@@ -8,6 +8,6 @@ from sim.schedulers.base import IterationScheduler
 
 @scheduler_registry.register("continuous", label="continuous (sequence-wise)", color="#0072B2", order=1,
                              baseline_of=("sweep", "regime_map", "speculative"),
-                             baseline_label="continuous batching, every loop (no exit)")
+                             baseline_label="continuous batching, every loop (no exit)", validated=True)
 class ContinuousScheduler(IterationScheduler):
     honours_exits = False

@@ -10,7 +10,7 @@ from sim.schedulers.base import Scheduler
 
 
 @scheduler_registry.register("depthwise", label="continuous depth-wise", color="#009E73", order=3,
-                             baseline_of=("speculative",))
+                             baseline_of=("speculative",), validated=True)
 class DepthwiseScheduler(Scheduler):
     honours_exits = True
 

@@ -6,7 +6,8 @@ from sim.registry import scheduler_registry
 from sim.schedulers.base import IterationScheduler
 
 
-@scheduler_registry.register("static", label="static", color="#E69F00", order=0, baseline_of=("sweep",))
+@scheduler_registry.register("static", label="static", color="#E69F00", order=0, baseline_of=("sweep",),
+                             validated=True)
 class StaticScheduler(IterationScheduler):
     honours_exits = False
 

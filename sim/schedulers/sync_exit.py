@@ -7,6 +7,6 @@ from sim.schedulers.base import IterationScheduler
 
 
 @scheduler_registry.register("sync_exit", label="synchronized exit", color="#CC79A7", order=2,
-                             baseline_of=("regime_map", "speculative"))
+                             baseline_of=("regime_map", "speculative"), validated=True)
 class SyncExitScheduler(IterationScheduler):
     honours_exits = True

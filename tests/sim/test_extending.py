@@ -84,7 +84,7 @@ def test_every_kind_of_variant_runs_from_the_cli_as_a_plugin(tmp_path):
     env = {**os.environ, "RRTSIM_PLUGINS": ",".join(["tests.fixtures.srf", *PLUGINS])}
     cmd = [sys.executable, "-m", "sim.run", SEARCHPATH]
     help_text = subprocess.run([*cmd, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    for line in ("scheduler: static, continuous, sync_exit, depthwise, speculative, srf",
+    for line in ("scheduler: static, continuous, sync_exit, depthwise, speculative, depthwise_spec, srf",
                  "exit: oracle, confidence, none, live, first_loop", "per_token", "exit.kv_policy: ", ", free"):
         assert line in help_text.stdout, line
     proc = subprocess.run([*cmd, "scheduler=srf", "cost=per_token", "exit=first_loop", "exit.kv_policy=free",
