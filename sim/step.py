@@ -29,6 +29,9 @@ class StepBatch:
     loops: np.ndarray  # loop (1-based) each computing slot runs in this step
     leaving: np.ndarray  # bool per computing slot: this is its exit loop (coda, norm, head follow)
     admitted: np.ndarray  # requests whose prompts are prefilled before this step
+    # bool per row: at loop scheduler.draft_loops under depthwise_spec, it runs the exit path to
+    # read its draft and goes on (None: no row drafts)
+    drafting: np.ndarray | None = None
 
 
 class StepClock(Protocol):

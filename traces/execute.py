@@ -3,14 +3,14 @@ run a workload for real, with the simulator's own engine and schedulers.
 
 The Hydra overrides are exactly `sim.run`'s (same config tree, same composition);
 the engine, schedulers and slot bookkeeping are the simulator's, only the step clock
-is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 and
+is `traces.serving.clock.RealSteps`, which runs each step on the recursive SmolLM2 and
 reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
 `backend: real` and how it was measured), requests.parquet, config.yaml and
 steps.parquet (per step: the load the cost model sees and the measured seconds).
 With `exit=live` (and an uptrained `--checkpoint`) the model's own confidence decides
 each exit; exits.parquet then compares every token's live exit with the trace's.
 The makespan is the sum of measured step times: the engine's clock. On a CPU with one
-torch thread a step is timed by the process's CPU time (see executor.step_timer: a
+torch thread a step is timed by the process's CPU time (see traces.serving.clock.step_timer: a
 shared machine's other jobs do not count); wall time is logged beside it.
 """
 from __future__ import annotations
@@ -70,8 +70,8 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
 
     from sim.simulation import load_run_trace, simulate
 
-    from .executor import LOG_COLUMNS, RealSteps, warm_up
-    from .serving import request_sequences
+    from .serving.clock import LOG_COLUMNS, RealSteps, warm_up
+    from .serving.inputs import request_sequences
 
     trace = trace if trace is not None else load_run_trace(cfg)
     checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     from sim.errors import UserError
     from sim.run import format_summary, write_atomic, write_outputs
 
-    from .executor import PackedModel
+    from .serving.weights import PackedModel
     from .quiet import background_paused, pin
-    from .serving import serving_model
+    from .serving.inputs import serving_model
 
     args, overrides = _parse(argv)
     args.dtype = dtype_from_args(args)

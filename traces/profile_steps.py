@@ -8,7 +8,7 @@ realistic), some of them leaving, coda and head on leaving tokens only or on eve
 (exit checks), sometimes requests admitted (prefilled) before the step, slots
 contiguous or scattered, and under kv_policy=ignore earlier tokens that exited at
 loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
-would report it, the step is run by `traces.executor.RealSteps` (the same code a
+would report it, the step is run by `traces.serving.clock.RealSteps` (the same code a
 real run uses) and timed; the points are measured in a shuffled order per pass and
 the mean over passes is kept (a makespan is a sum of steps: see `profile`). The
 profile (JSON, under 1 MB) keeps every point with provenance: device,
@@ -150,7 +150,7 @@ class StepProfiler:
     the passes between its real runs, so that profile and runs see the same machine."""
 
     def __init__(self, packed, layout: dict, kv_policy: str, points: int, seed: int):
-        from .executor import RealSteps, warm_up
+        from .serving.clock import RealSteps, warm_up
 
         slots = max(TOKEN_CHOICES)
         grid = Grid(layout, kv_policy, slots, seed)
@@ -202,8 +202,8 @@ def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: 
 def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = None, source: str = "gguf"):
     import torch
 
-    from .executor import PackedModel
-    from .serving import serving_model
+    from .serving.weights import PackedModel
+    from .serving.inputs import serving_model
 
     model, tok = serving_model(cfg.model, checkpoint, source)
     packed = PackedModel(model, getattr(torch, dtype_name), device)

@@ -33,7 +33,7 @@ def recursive():
 
 @pytest.fixture(scope="module")
 def packed(recursive):
-    from traces.executor import PackedModel
+    from traces.serving.weights import PackedModel
     return PackedModel(recursive, torch.float32)
 
 
@@ -63,7 +63,7 @@ def make_trace(seed: int = 0, n_req: int = 5):
 def executed(cfg, trace, packed):
     """A real run of `cfg` on `trace` with head logits recorded, and its sequences."""
     from traces.execute import run_real
-    from traces.serving import request_sequences
+    from traces.serving.inputs import request_sequences
 
     res = run_real(cfg, packed, None, log_emits=True, record=True, warm=False, trace=trace)
     sim = simulate(cfg, trace=trace, log_emits=True)
@@ -200,7 +200,7 @@ def test_executed_run_emits_what_the_simulation_emits(packed, scheduler):
 
 @pytest.mark.slow
 def test_bf16_step_close_to_fp32(recursive):
-    from traces.executor import PackedModel
+    from traces.serving.weights import PackedModel
     trace = make_trace(seed=4)
     cfg = make_cfg("depthwise", 3)
     r32, _, _ = executed(cfg, trace, PackedModel(recursive, torch.float32))
@@ -213,9 +213,9 @@ def test_bf16_step_close_to_fp32(recursive):
 
 def test_unsupported_kv_policy_is_a_config_error(packed):
     from sim.errors import ConfigError
-    from traces.executor import RealSteps
-    with pytest.raises(ConfigError, match="propagate"):
-        RealSteps(packed, 2, np.array([3]), [np.arange(5)], "propagate")
+    from traces.serving.clock import RealSteps
+    with pytest.raises(ConfigError, match="recompute.*not executed for real"):
+        RealSteps(packed, 2, np.array([3]), [np.arange(5)], "recompute")
 
 
 def test_execute_without_torch_says_install_traces_extra():
@@ -240,7 +240,7 @@ def test_live_exits_are_the_first_confident_loop(recursive, packed, scheduler):
     """exit=live: each token leaves at the first loop whose real confidence (coda, norm, head)
     reaches the threshold, as an unbatched reference run with those same exits confirms;
     every token is emitted once and the run's metrics count the live exits."""
-    from traces.serving import request_sequences
+    from traces.serving.inputs import request_sequences
     probe, trace, cfg = _live(packed, scheduler, 1.0)  # (almost) never confident: all loops
     assert (probe.exits.live_exit == LOOPS).mean() > 0.9
     threshold = float(np.median(probe.exits.live_conf))  # the last loop's: some exit earlier, some not
