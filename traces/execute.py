@@ -9,6 +9,12 @@ reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
 steps.parquet (per step: the load the cost model sees and the measured seconds).
 With `exit=live` (and an uptrained `--checkpoint`) the model's own confidence decides
 each exit; exits.parquet then compares every token's live exit with the trace's.
+`--free-running`: each request decodes its own greedy continuation (its inputs are its
+emitted tokens, not the trace's) for as many tokens as the trace gives it, written to
+generated.parquet (request_id, position, token). `scheduler=continuous exit=none
+--free-running` is full-depth greedy decoding; `scheduler=depthwise_spec
+scheduler.accept=live --free-running` verifies the model's own drafts and emits the same
+tokens (lossless); `exit=live --free-running` is what a confidence exit really outputs.
 The makespan is the sum of measured step times: the engine's clock. On a CPU with one
 torch thread a step is timed by the process's CPU time (see traces.serving.clock.step_timer: a
 shared machine's other jobs do not count); wall time is logged beside it.
@@ -47,6 +53,7 @@ class Executed:
     emit_log: list | None = None
     records: list | None = None
     exits: Any = None  # exit=live: DataFrame, one row per token (traces.live_exits)
+    generated: Any = None  # --free-running: DataFrame (request_id, position, token)
 
 
 def compose(overrides: list[str]):
@@ -61,11 +68,39 @@ def compose(overrides: list[str]):
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
 
 
+# Schedulers whose rows a free-running run can feed: a row enters loop 1 only once its
+# input token (emitted, or a draft) exists. `speculative` replays acceptance from the trace
+# in lockstep rounds, which its own tokens would contradict.
+FREE_RUNNING_SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise", "depthwise_spec")
+
+
+def accepts_live(cfg) -> bool:
+    """depthwise_spec with scheduler.accept=live: the model's own final loop verifies its drafts."""
+    return cfg.scheduler.name == "depthwise_spec" and getattr(cfg.scheduler, "accept", "trace") == "live"
+
+
+def check_free_running(cfg) -> None:
+    """ConfigError unless a free-running run can serve this config."""
+    from sim.errors import ConfigError
+    if cfg.exit.policy in ("oracle", "confidence"):
+        raise ConfigError(f"--free-running with exit={cfg.exit.policy}: a free-running run has no trace exits "
+                          "to replay; use exit=none or exit=live")
+    if cfg.scheduler.name not in FREE_RUNNING_SCHEDULERS:
+        raise ConfigError(f"--free-running with scheduler={cfg.scheduler.name}: not served free-running; "
+                          f"use one of {', '.join(FREE_RUNNING_SCHEDULERS)}")
+    if cfg.scheduler.name == "depthwise_spec" and not accepts_live(cfg):
+        raise ConfigError("--free-running with scheduler=depthwise_spec needs scheduler.accept=live "
+                          "(the trace's acceptance does not hold for the model's own tokens)")
+
+
 def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
-             warm: bool = True, trace=None, timer: str = "auto") -> Executed:
+             warm: bool = True, trace=None, timer: str = "auto", free_running: bool = False,
+             sequences: list | None = None) -> Executed:
     """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's.
     `tokenizer` maps a recorded trace's prompts to ids (None: random ids of the same
-    lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
+    lengths; `sequences` gives every workload request's ids instead); `record` keeps every
+    head's logits; `warm` runs throwaway steps first; `free_running` decodes each request's
+    own continuation (Executed.generated)."""
     import pandas as pd
 
     from sim.simulation import load_run_trace, simulate
@@ -73,16 +108,20 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     from .serving.clock import LOG_COLUMNS, RealSteps, warm_up
     from .serving.inputs import request_sequences
 
+    if free_running:
+        check_free_running(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
     checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
     made: list[tuple] = []
 
     def clock(wl, state):
-        seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
+        seqs = sequences if sequences is not None else request_sequences(trace, wl, tokenizer,
+                                                                          packed.dims.vocab, cfg.seed)
         live = cfg.exit.policy == "live" and state.checks_every_loop  # a scheduler honouring exits
         rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
                        checks_every_loop=state.checks_every_loop, record=record, timer=timer,
-                       live_threshold=cfg.exit.threshold if live else None)
+                       live_threshold=cfg.exit.threshold if live else None, free_running=free_running,
+                       accept_live=accepts_live(cfg))
         made.append((rs, wl, seqs))
         return rs
 
@@ -103,7 +142,12 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
         from .live_exits import live_exit_summary, live_exit_table
         exits = live_exit_table(rs.live_log, trace, wl, rs.live_threshold, seqs)
         metrics.update(live_exit_summary(exits, cfg.model.loops))
-    return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits)
+    generated = None
+    if free_running:
+        r, p, t = rs.generated()
+        generated = pd.DataFrame({"request_id": r, "position": p, "token": t})
+        metrics["free_running"] = True
+    return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits, generated)
 
 
 def _parse(argv: list[str]):
@@ -117,6 +161,8 @@ def _parse(argv: list[str]):
     ap.add_argument("--out", default=None, help="output dir (default runs/execute/<time>_<scheduler>)")
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     ap.add_argument("--timer", default="auto", choices=["auto", "process", "wall"], help="step clock")
+    ap.add_argument("--free-running", action="store_true",
+                    help="decode each request's own greedy continuation (writes generated.parquet)")
     return ap.parse_known_args(argv)
 
 
@@ -125,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if torch_missing("traces.execute"):
         return 2
     from sim.config import load_config
-    from sim.errors import UserError
+    from sim.errors import ConfigError, UserError
     from sim.run import format_summary, write_atomic, write_outputs
 
     from .serving.weights import PackedModel
@@ -142,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         raw = compose(overrides)
         cfg = load_config(raw)
         cfg.progress = False
+        if cfg.exit.policy == "live" and not args.checkpoint:
+            raise ConfigError("exit=live needs --checkpoint: the SVD conversion's confidences are not a "
+                              "trained exit rule")
+        if args.free_running:
+            check_free_running(cfg)
         placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
         import torch
         if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -150,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         packed = PackedModel(model, getattr(torch, args.dtype), args.device)
         del model
         with background_paused(not args.no_pause) as paused:
-            res = run_real(cfg, packed, tok, timer=args.timer)
+            res = run_real(cfg, packed, tok, timer=args.timer, free_running=args.free_running)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -163,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(out / "steps.parquet", lambda p: res.steps.to_parquet(p, index=False))
     if res.exits is not None:
         write_atomic(out / "exits.parquet", lambda p: res.exits.to_parquet(p, index=False))
+    if res.generated is not None:
+        write_atomic(out / "generated.parquet", lambda p: res.generated.to_parquet(p, index=False))
     # metrics.json again, last: it marks a finished run (steps.parquet written before it)
     write_atomic(out / "metrics.json",
                  lambda p: Path(p).write_text(json.dumps(res.metrics, indent=2, sort_keys=True, default=str) + "\n"))
