@@ -2,7 +2,9 @@
 measure real engine steps over a grid of the load quantities the cost model sees.
 
 Each grid point is one engine step built the way `SlotState` builds them: some
-tokens (1-64) at loop 1 and/or later loops, each of a request with a prompt length
+tokens (1-48) at loop 1 and/or later loops (a quarter of the points shaped like
+depthwise_spec's steps: several rows per request at consecutive positions and loops,
+drafting heads at loop 1; under kv_policy=propagate early exits pay their K/V projections), each of a request with a prompt length
 and position drawn like the default trace's (so context spread within a step is
 realistic), some of them leaving, coda and head on leaving tokens only or on every token
 (exit checks), sometimes requests admitted (prefilled) before the step, slots
@@ -40,6 +42,7 @@ from .precision import add_dtype_option, dtype_from_args
 TOKEN_CHOICES = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48)
 PREFILL_CHOICES = (1, 2, 4, 8, 16)
 MAX_GEN = 128
+SPEC_SHARE = 0.25  # share of grid points shaped like depthwise_spec steps (several rows per slot)
 
 
 def device_name(device: str) -> str:
@@ -100,6 +103,46 @@ class Grid:
         return [self.rng.integers(0, vocab, size=p + MAX_GEN + 1) for p in self.prompt_len]
 
     def point(self):
+        if self.loops > 1 and self.rng.random() < SPEC_SHARE:
+            return self.spec_point()
+        return self.single_row_point()
+
+    def spec_point(self):
+        """A depthwise_spec step (draft_loops=1): each resident request has k rows in flight at
+        consecutive positions q..q+k-1, at loops k..1 (k = loops while its drafts hold, fewer
+        after a rejection); rows at loop 1 draft (coda and head), rows at the last loop leave.
+        Every loop holds KV at every earlier position (every token runs every loop)."""
+        from sim.step import StepBatch
+        rng, N = self.rng, self.loops
+        m = max(1, int(rng.choice(TOKEN_CHOICES)) // N)
+        per = np.where(rng.random(m) < 0.7, N, rng.integers(1, N + 1, size=m))
+        slot_ids = np.arange(m) if rng.random() < 0.5 else np.sort(rng.choice(self.slots, m, replace=False))
+        reqs_m = rng.choice(self.n_req, m, replace=False)
+        start = rng.integers(0, MAX_GEN - N, size=m)
+        n_pre = min(int(rng.choice(PREFILL_CHOICES)) if rng.random() < 0.15 else 0, int((per == 1).sum()))
+        first = np.flatnonzero(per == 1)[:n_pre]
+        start[first] = 0
+        slots = np.repeat(slot_ids, per)
+        reqs = np.repeat(reqs_m, per)
+        offs = np.concatenate([np.arange(k) for k in per])
+        pos = np.repeat(start, per) + offs
+        loops = np.repeat(per, per) - offs
+        leaving, drafting = loops == N, loops == 1
+        P = self.prompt_len[reqs]
+        full = P + 1 + pos
+        heads = leaving | drafting
+        enter = loops == 1
+        load = StepLoad(tokens=int(pos.size), distinct_loops=int(np.unique(loops).size), context=int(full.sum()),
+                        entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
+                        exiting=int(heads.sum()), exiting_context=int(full[heads].sum()) if self.edge else 0,
+                        heads=int(heads.sum()), kv_proj_layers=0,
+                        prefill=[int(self.prompt_len[r]) for r in reqs_m[first]])
+        valid = [np.ones((1 if self.kv_policy == "share" else N, p_), bool) for p_ in pos]
+        batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
+                          admitted=reqs_m[first].astype(np.int64), drafting=drafting)
+        return load, batch, False, valid
+
+    def single_row_point(self):
         from sim.step import StepBatch
         rng, N = self.rng, self.loops
         n = int(rng.choice(TOKEN_CHOICES))
@@ -127,7 +170,8 @@ class Grid:
         valid = []
         ctx = np.zeros(n, dtype=np.int64)
         for i in range(n):
-            ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if p_exit_early else np.full(pos[i], N)
+            early = p_exit_early and self.kv_policy == "ignore"  # propagate fills what exits skip
+            ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if early else np.full(pos[i], N)
             rows = np.stack([ex >= k for k in range(1, kv_rows + 1)]) if kv_rows > 1 else np.ones((1, pos[i]), bool)
             valid.append(rows)
             filled = int(rows[loops[i] - 1].sum()) if self.kv_policy == "ignore" else int(pos[i])
@@ -135,10 +179,14 @@ class Grid:
         full = P + 1 + pos
         enter = loops == 1
         coda = np.ones(n, dtype=bool) if checks else leaving  # an exit check runs the coda too
+        # kv_policy=propagate: an early exit projects K/V for every skipped loop's layers (the
+        # runner does it for tokens with a successor, which every grid token has: pos < MAX_GEN)
+        proj = int((N - loops[leaving & (loops < N)]).sum()) * self.layout["layers_per_block"] \
+            if self.kv_policy == "propagate" else 0
         load = StepLoad(tokens=n, distinct_loops=int(np.unique(loops).size), context=int(ctx.sum()),
                         entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
                         exiting=int(coda.sum()), exiting_context=int(full[coda].sum()) if self.edge else 0,
-                        heads=int(coda.sum()), kv_proj_layers=0,
+                        heads=int(coda.sum()), kv_proj_layers=proj,
                         prefill=[int(self.prompt_len[r]) for r in admitted])
         batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
                           admitted=admitted.astype(np.int64))

@@ -85,3 +85,38 @@ def test_spec_free_running_equals_full_depth_greedy(packed):
     # free-running really feeds the model's own tokens: they are not the (random) given continuation
     given = np.concatenate([s[pl:] for s, pl in zip(seqs, P)])
     assert (given != t).mean() > 0.5
+
+
+@pytest.mark.parametrize("kv_policy", ["ignore", "propagate", "share"])
+def test_free_running_live_exits_feed_their_own_tokens(recursive, packed, kv_policy):
+    """exit=live --free-running: a token leaves at its first confident loop, the emitted token
+    is that loop's prediction, and the next position consumes it. Checked against the unbatched
+    reference run teacher-forced on the emitted text with the same exits, under each KV policy."""
+    from traces.execute import run_real
+
+    from .test_executor import _workload, make_trace
+    trace = make_trace(seed=7, n_req=5)
+    cfg = make_cfg("depthwise", 3, policy="live", kv=kv_policy)
+    wl = _workload(cfg, trace)
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(0, VOCAB, size=int(p + g)) for p, g in zip(wl.prompt_len, wl.gen_len)]
+    cfg.exit.threshold = 1.0
+    probe = run_real(cfg, packed, None, warm=False, trace=trace, free_running=True, sequences=seqs)
+    cfg.exit.threshold = float(np.median(probe.exits.live_conf))
+    res = run_real(cfg, packed, None, warm=False, trace=trace, free_running=True, sequences=seqs, record=True)
+    gen, ex = res.generated, res.exits
+    assert len(gen) == wl.num_tokens and 1 < ex.live_exit.mean() < LOOPS
+    assert (gen.token.to_numpy() == ex.live_top1.to_numpy()).all()  # both sorted by request, position
+    if kv_policy == "propagate":
+        assert res.steps.kv_proj_layers.sum() > 0
+    for r, g in ex.groupby("request"):
+        P = int(wl.prompt_len[r])
+        text = np.concatenate([seqs[r][:P], gen[gen.request_id == r].token.to_numpy()])
+        exits = g.live_exit.tolist()
+        ref = reference(recursive, torch.as_tensor(text), P, exits, kv_policy)
+        for rec in res.records:
+            for i in np.flatnonzero(rec["requests"] == r):
+                p, k = int(rec["positions"][i]), int(rec["loops"][i])
+                torch.testing.assert_close(rec["logits"][i], ref[(p, k, k == exits[p])], atol=2e-5, rtol=1e-4)
+        for p, e in enumerate(exits):
+            assert int(ref[(p, e, True)].argmax()) == int(text[P + p])  # the exit loop's prediction is emitted
