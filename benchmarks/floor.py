@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     timer = step_timer(device)
     rows = []
     with background_paused(not args.no_pause) as paused:
-        peaks = machine_peaks(args.device, dtype)
+        peaks = machine_peaks(args.device, dtype, timer)
         warm_up(packed)
         hf_generate(hf, tok, [chat_ids(tok, texts[0])], 1, 4, device)
         for b, n in zip(batches, counts):

@@ -58,11 +58,14 @@ def device_name(device: str) -> str:
     return platform.processor() or "cpu"
 
 
-def machine_peaks(device: str, dtype) -> dict[str, float]:
+def machine_peaks(device: str, dtype, timer: str = "wall") -> dict[str, float]:
     """Achievable dense matmul FLOP/s in the compute dtype and copy bandwidth, measured
-    here: the roofline's two numbers for this device (medians of a few repeats)."""
+    here: the roofline's two numbers for this device (medians of a few repeats). `timer`
+    "process" times them by CPU time, as steps are on one CPU thread (a shared machine's
+    other jobs then slow neither)."""
     import torch
     dev = torch.device(device)
+    clock = time.process_time if timer == "process" else time.perf_counter
 
     def timed(f, reps=5):
         f()
@@ -70,11 +73,11 @@ def machine_peaks(device: str, dtype) -> dict[str, float]:
         for _ in range(reps):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
         return float(np.median(ts))
 
     n = 1024 if dev.type == "cpu" else 8192
@@ -290,7 +293,7 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
         "model": cfg.model.name, "layout": packed.layout(), "kv_policy": cfg.exit.kv_policy,
         "weights": "SVD conversion of the base model (costs what an uptrained model costs)",
         "seed": seed, **stats, "fit": {**report, "coefficients": dict(zip(feature_names(), coef.tolist()))},
-        "roofline": machine_peaks(str(packed.device), packed.dtype),
+        "roofline": machine_peaks(str(packed.device), packed.dtype, stats.get("step_timer", "wall")),
     }
     prof = {"format": PROFILE_FORMAT, "metadata": meta, "columns": list(LOAD_COLUMNS) + ["seconds"],
             "samples": [[int(v) for v in r[:-1]] + [round(r[-1], 7)] for r in rows]}

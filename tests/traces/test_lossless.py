@@ -1,7 +1,13 @@
 """THE lossless test (issue 25): on the real SmolLM2 weights (SVD-converted, no uptraining),
 in fp32, real-time self-speculation inside depth-wise steps emits exactly full-depth greedy
 decoding: the model's own drafts are verified by its own final loop, rejected drafts'
-successors are discarded and re-run, and not one token differs."""
+successors are discarded and re-run, and not one token differs.
+
+The layout: 24 unique first layers, a block of 2 looped twice (rank-64 LoRA per loop), 2
+unique last layers. Why not the default 1 + 2 x 14 + 1: without uptraining its loop-1 exit
+(half the model) never predicts the final token (0 of 376 drafts accepted on these prompts),
+so only the rejection path would be tested; here loop 1 skips two layers and about half of
+the drafts hold, so both paths run, on real weights, with the same executor code."""
 import numpy as np
 import pytest
 
@@ -10,6 +16,8 @@ torch = pytest.importorskip("torch")
 from .spec_driver import drive_depthwise_spec  # noqa: E402
 
 PROMPTS, NEW, BATCH = 8, 48, 4
+LAYOUT = ["model=smollm2_135m_r2_mc", "model.name=smollm2_135m_r2_p24", "model.prelude_layers=24",
+          "model.layers_per_block=2", "model.coda_layers=2"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +33,7 @@ def real():
     from traces.prompts import load_prompts
     from traces.serving.inputs import serving_model
     from traces.serving.weights import PackedModel
-    cfg = load_config(compose(["model=smollm2_135m_r2_mc"]))
+    cfg = load_config(compose(LAYOUT))
     model, tok = serving_model(cfg.model)
     packed = PackedModel(model, torch.float32)
     prompts = [np.asarray(chat_ids(tok, p["prompt"]), dtype=np.int64) for p in load_prompts("heldout")[:PROMPTS]]

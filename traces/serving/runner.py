@@ -202,6 +202,10 @@ class StepRunner:
         drafting_np = drafting[order] if drafting is not None else np.zeros(order.size, dtype=bool)
         apos_np = self.prompt_len[req_np] - 1 + gpos_np  # absolute position of the row's input token
         n = order.size
+        lanes = batch.slots[order] * N + gpos_np % N
+        if np.unique(lanes).size != n:
+            raise InvariantError("two rows of one request in one step share a residual lane: more than "
+                                 f"{N} rows in flight, or not at consecutive positions")
         enter = int(np.count_nonzero(loops_np == 1))
         heads_np = np.ones(n, dtype=bool) if self.checks_every_loop else leaving_np | drafting_np
         # one host-to-device transfer of the row table
