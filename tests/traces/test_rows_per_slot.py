@@ -72,7 +72,7 @@ def test_spec_free_running_equals_full_depth_greedy(packed):
     rs = RealSteps(packed, 3, P, seqs, free_running=True, accept_live=True)
     assert rs.decides_acceptance
     stats = drive_depthwise_spec(rs, G, 3, LOOPS, 1)
-    assert stats["rejected"] > 0 and stats["max_rows_per_slot"] == LOOPS
+    assert stats["rejected"] > 0 and stats["accepted"] > 0 and stats["max_rows_per_slot"] == LOOPS
     frame = pd.DataFrame([(r, j, int(P[r]), LOOPS) for r in range(len(P)) for j in range(int(G[r]))],
                          columns=["request_id", "position", "prompt_len", "exit_loop"])
     cfg = make_cfg("continuous", 3, policy="none", checks=False)

@@ -26,6 +26,7 @@ from .weights import PackedModel
 # One row of the per-step log: the load a cost model sees, then the measured seconds
 # (the profile and sim.cost_profiled use the same columns).
 LOG_COLUMNS = LOAD_COLUMNS + ("seconds", "wall_seconds")
+PROJ = LOAD_COLUMNS.index("kv_proj_layers")
 
 
 def step_timer(device: torch.device, timer: str = "auto") -> str:
@@ -82,7 +83,10 @@ class RealSteps:
             torch.cuda.synchronize()
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         dt = cpu if self.timer == "process" else wall
-        self.log.append(load_row(load) + (dt, wall))
+        row = load_row(load)
+        if out is not None:  # what ran (under exit=live the engine priced the step before the model chose exits)
+            row = row[:PROJ] + (out.kv_proj_layers,) + row[PROJ + 1:]
+        self.log.append(row + (dt, wall))
         if out is not None:
             self._keep(batch, out)
         return max(dt, 1e-9)

@@ -50,6 +50,7 @@ class StepOutput:
     leave: np.ndarray  # bool[n]: its token is final after this loop (engine's, or the live exit's)
     accepted: np.ndarray  # bool[n]: leaving with a draft equal to its final token
     logits: torch.Tensor | None = None  # (heads, vocab), rows of np.flatnonzero(heads), when recorded
+    kv_proj_layers: int = 0  # layer K/V projections run for early exits (kv_policy=propagate)
 
 
 class StepRunner:
@@ -303,14 +304,15 @@ class StepRunner:
         if self.kv_policy == "propagate":
             early = (back[2] > 0) & (loops_np[H] < N) & (gpos_np[H] + 1 < self.gen_len[req_np[H]])
             if early.any():
-                self._propagate(xh_in=rows(x), rows_=np.flatnonzero(early), loops=loops_np[H], hs=hs, hp=hp,
-                                cos=hc, sin=hsn)
+                out.kv_proj_layers = self._propagate(xh_in=rows(x), rows_=np.flatnonzero(early), loops=loops_np[H],
+                                                     hs=hs, hp=hp, cos=hc, sin=hsn)
         return out
 
-    def _propagate(self, xh_in, rows_, loops, hs, hp, cos, sin) -> None:
+    def _propagate(self, xh_in, rows_, loops, hs, hp, cos, sin) -> int:
         """kv_policy=propagate: every skipped loop's block layers get K/V at the exiting
         position, projected from the exiting hidden state by that layer's own K/V weights
-        (and its own input norm and LoRA), so deeper loops attend to it."""
+        (and its own input norm and LoRA), so deeper loops attend to it. Returns the layer
+        projections run (StepLoad.kv_proj_layers)."""
         m = self.m
         ri = torch.as_tensor(rows_, device=m.device)
         x, s, p, c, sn = xh_in[ri], hs[ri], hp[ri], cos[ri], sin[ri]
@@ -327,6 +329,7 @@ class StepRunner:
                 kk, vv = kv_projection(h, m.block[j], m.lora[k - 1][j], cc, snn, m.dims, m.q_width, m.kv_width)
                 self.kv_block[j].write(loop, ss, pp, kk, vv)
             self.valid[loop, ss, pp] = True
+        return int((m.loops - exit_loop).sum()) * m.block_n
 
     # -- profiling ---------------------------------------------------------------------
     def set_context(self, slot: int, position: int, request: int, valid_at: np.ndarray | None = None) -> None:
