@@ -82,7 +82,10 @@ def accepts_live(cfg) -> bool:
 def check_free_running(cfg) -> None:
     """ConfigError unless a free-running run can serve this config."""
     from sim.errors import ConfigError
-    if cfg.exit.policy in ("oracle", "confidence"):
+    from sim.registry import scheduler_registry
+    honours = cfg.scheduler.name in scheduler_registry and \
+        scheduler_registry.get(cfg.scheduler.name).impl.honours_exits  # else exits are ignored anyway
+    if honours and cfg.exit.policy in ("oracle", "confidence"):
         raise ConfigError(f"--free-running with exit={cfg.exit.policy}: a free-running run has no trace exits "
                           "to replay; use exit=none or exit=live")
     if cfg.scheduler.name not in FREE_RUNNING_SCHEDULERS:
