@@ -253,9 +253,10 @@ class StepRunner:
                             self._attend_rows(self.kv_block[j], cl, sl, ps, L, bias, writes))
         self.hidden[sl, lane] = x
         return self._heads(x, heads_np, order, sl, ps, li, lane, leave_e, drafts, cos, sin, L, loops_np, req_np,
-                           gpos_np)
+                           gpos_np, bool(drafting_np.any()))
 
-    def _heads(self, x, heads_np, order, sl, ps, li, lane, leave_e, drafts, cos, sin, L, loops_np, req_np, gpos_np):
+    def _heads(self, x, heads_np, order, sl, ps, li, lane, leave_e, drafts, cos, sin, L, loops_np, req_np, gpos_np,
+               drafts_any):
         """Exit path of the head rows, the step's decisions on the device, one transfer back."""
         m, d = self.m, self.m.dims
         N, n = m.loops, order.size
@@ -287,7 +288,7 @@ class StepRunner:
             leave = rows(leave_e).bool()
         drafted = self.draft[hs, hlane]
         accepted = leave & (drafted == arg)
-        if hdraft.any():  # drafting rows keep their draft in their lane
+        if drafts_any:  # drafting rows keep their draft in their lane (known on the host: no sync)
             self.draft[hs, hlane] = torch.where(hdraft, arg, drafted)
         if self.free_running:  # the emitted token (or the draft) is the next position's input
             at = hp + 1
