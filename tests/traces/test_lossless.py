@@ -41,7 +41,7 @@ def real():
 
 
 def full_depth_greedy(cfg, packed, prompts, new):
-    """scheduler=continuous exit=none --free-running, through the simulator's engine."""
+    """scheduler=continuous exit=none free_running=true, through the simulator's engine."""
     import pandas as pd
 
     from sim.config import validate

@@ -89,7 +89,7 @@ def test_spec_free_running_equals_full_depth_greedy(packed):
 
 @pytest.mark.parametrize("kv_policy", ["ignore", "propagate", "share"])
 def test_free_running_live_exits_feed_their_own_tokens(recursive, packed, kv_policy):
-    """exit=live --free-running: a token leaves at its first confident loop, the emitted token
+    """exit=live free_running=true: a token leaves at its first confident loop, the emitted token
     is that loop's prediction, and the next position consumes it. Checked against the unbatched
     reference run teacher-forced on the emitted text with the same exits, under each KV policy."""
     from traces.execute import run_real
