@@ -4,8 +4,8 @@ measure real engine steps over a grid of the load quantities the cost model sees
 Each grid point is one engine step built the way `SlotState` builds them: some
 tokens (1-48) at loop 1 and/or later loops (a quarter of the points shaped like
 depthwise_spec's steps: several rows per request at consecutive positions and loops,
-drafting heads at loop 1; under kv_policy=propagate early exits pay their K/V projections), each of a request with a prompt length
-and position drawn like the default trace's (so context spread within a step is
+drafting heads at loop 1; under --kv-policy propagate early exits pay their K/V
+projections), each of a request with a prompt length and position drawn like the default trace's (so context spread within a step is
 realistic), some of them leaving, coda and head on leaving tokens only or on every token
 (exit checks), sometimes requests admitted (prefilled) before the step, slots
 contiguous or scattered, and under kv_policy=ignore earlier tokens that exited at
