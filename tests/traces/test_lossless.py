@@ -79,3 +79,33 @@ def test_depthwise_spec_free_running_is_full_depth_greedy_fp32(real):
     # the speculation was real: drafts were both accepted and rejected, rows were discarded
     assert stats["accepted"] > 0 and stats["rejected"] > 0 and stats["discarded"] > 0
     assert stats["steps"] < PROMPTS * NEW * packed.loops / BATCH  # fewer steps than continuous
+
+
+def test_through_the_engine_depthwise_spec_accept_live_fp32(real):
+    """The same identity with the simulator's own scheduler=depthwise_spec scheduler.accept=live
+    driving the steps (the engine, its rows in flight, its discards), free-running."""
+    import pandas as pd
+
+    from sim.config import load_config, validate
+    from sim.registry import scheduler_registry
+    from sim.trace import trace_from_frame
+    from traces.execute import compose, run_real
+    if "depthwise_spec" not in scheduler_registry:
+        pytest.skip("scheduler=depthwise_spec is not in this checkout yet")
+    cfg0, packed, prompts = real
+    prompts, new = prompts[:6], 32
+    ref = full_depth_greedy(cfg0, packed, prompts, new)
+    cfg = load_config(compose(LAYOUT + ["scheduler=depthwise_spec", "scheduler.accept=live",
+                                        f"scheduler.batch_size={BATCH}", "memory.limit=false"]))
+    cfg.progress = False
+    validate(cfg)
+    N = packed.loops
+    frame = pd.DataFrame([(r, j, len(p), N) for r, p in enumerate(prompts) for j in range(new)],
+                         columns=["request_id", "position", "prompt_len", "exit_loop"])
+    seqs = [np.concatenate([p, np.zeros(new, np.int64)]) for p in prompts]
+    res = run_real(cfg, packed, None, warm=False, trace=trace_from_frame(frame, "<lossless>", N),
+                   free_running=True, sequences=seqs)
+    got = res.generated
+    assert len(got) == len(ref) == len(prompts) * new
+    assert (got.token.to_numpy() == ref.token.to_numpy()).all()
+    assert 0 < res.metrics["acceptance_rate"] < 1
