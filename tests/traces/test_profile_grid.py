@@ -23,14 +23,17 @@ def test_grid_has_spec_steps_and_prices_propagation(packed, kv_policy):
     from sim.cost_profiled import LOAD_COLUMNS
     from traces.profile_steps import StepProfiler
     prof = StepProfiler(packed, packed.layout(), kv_policy, points=24, seed=1)
-    spec = [b for _, b, _, _ in prof.pts if b.drafting is not None]
-    assert spec and all(np.unique(b.slots).size < b.slots.size or b.slots.size == 1 for b in spec) \
-        and any(np.unique(b.slots).size < b.slots.size for b in spec)
+    def drafting(b):
+        return b.drafting if b.drafting is not None else np.zeros(b.slots.size, dtype=bool)
+
+    spec = [b for _, b, _, _ in prof.pts if drafting(b).any()]
+    assert spec and any(np.unique(b.slots).size < b.slots.size for b in spec)  # several rows of a slot
     for load, b, _, _ in prof.pts:  # the load counts what the runner runs
-        heads = b.leaving | (b.drafting if b.drafting is not None else False)
-        assert load.tokens == b.slots.size and (b.drafting is not None or load.heads >= heads.sum())
-        if b.drafting is not None:
-            assert load.heads == heads.sum() and load.distinct_loops == np.unique(b.loops).size
+        heads = b.leaving | drafting(b)
+        assert load.tokens == b.slots.size and load.heads >= heads.sum()
+        assert load.distinct_loops == np.unique(b.loops).size
+        if drafting(b).any():
+            assert load.heads == heads.sum()
     proj = sum(load.kv_proj_layers for load, *_ in prof.pts)
     assert (proj > 0) == (kv_policy == "propagate")
     prof.run_pass()
