@@ -13,11 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from benchmarks.spec_agreement import LAYOUT  # noqa: E402
 from .spec_driver import drive_depthwise_spec  # noqa: E402
 
 PROMPTS, NEW, BATCH = 8, 48, 4
-LAYOUT = ["model=smollm2_135m_r2_mc", "model.name=smollm2_135m_r2_p24", "model.prelude_layers=24",
-          "model.layers_per_block=2", "model.coda_layers=2"]
 
 
 @pytest.fixture(scope="module")
