@@ -17,7 +17,7 @@ import torch
 from sim.cost import StepLoad
 from sim.cost_profiled import LOAD_COLUMNS, load_row
 from sim.errors import ConfigError, InvariantError
-from sim.step import StepBatch
+from sim.step import StepBatch, StepClock
 
 from .kv import real_kv_policies
 from .runner import StepRunner
@@ -42,7 +42,7 @@ def step_timer(device: torch.device, timer: str = "auto") -> str:
     return timer
 
 
-class RealSteps:
+class RealSteps(StepClock):
     """Runs, times and logs each engine step. `record` keeps every head's logits (tests compare
     them with a token-by-token reference); `emitted` keeps (request, position, token) of every
     token that left (free-running: the generated text)."""
