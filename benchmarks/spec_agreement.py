@@ -73,15 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sim.config import load_config
-    from sim.registry import scheduler_registry
     from traces.execute import compose
     from traces.generate import chat_ids
     from traces.prompts import load_prompts
     from traces.serving.inputs import serving_model
     from traces.serving.weights import PackedModel
-    if "depthwise_spec" not in scheduler_registry:
-        print("error: scheduler=depthwise_spec is not in this checkout", file=sys.stderr)
-        return 2
     torch.set_num_threads(1)
     model, tok = serving_model(load_config(compose(LAYOUT)).model)
     packed = PackedModel(model, getattr(torch, args.dtype))

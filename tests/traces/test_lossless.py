@@ -86,11 +86,8 @@ def test_through_the_engine_depthwise_spec_accept_live_fp32(real):
     import pandas as pd
 
     from sim.config import load_config, validate
-    from sim.registry import scheduler_registry
     from sim.trace import trace_from_frame
     from traces.execute import compose, run_real
-    if "depthwise_spec" not in scheduler_registry:
-        pytest.skip("scheduler=depthwise_spec is not in this checkout yet")
     cfg0, packed, prompts = real
     prompts, new = prompts[:6], 32
     ref = full_depth_greedy(cfg0, packed, prompts, new)
