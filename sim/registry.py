@@ -26,7 +26,7 @@ whoever needs to know, never a comparison with its name:
   real execution with the simulator);
 - exit policy: `exits_early` (default True; False: every token runs every loop),
   `decided_live` (the real model decides exits as the run goes);
-- KV policy: `real` (the real backend, traces/executor.py, runs it too);
+- KV policy: `real` (the real backend, traces/serving/, runs it too);
 - arrival process: `needs_rate` (workload.rate must be given).
 """
 

@@ -37,7 +37,7 @@ def load_row(load) -> tuple[int, ...]:
             load.exiting, load.exiting_context, load.heads, load.kv_proj_layers,
             len(pre), int(sum(pre)), int(max(pre)) if len(pre) else 0)
 
-# The step-time form. Each term is a cost the executor really pays (traces/executor.py):
+# The step-time form. Each term is a cost the executor really pays (traces/serving/):
 #   1                      per-step fixed cost: reading the shared block's weights once (~100 MB
 #                          in bf16 per step at small batches) plus the Python/dispatch floor
 #   tokens, hinges         the shared block's matmuls over all computing tokens. CPU GEMM time is

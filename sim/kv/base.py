@@ -13,7 +13,7 @@ own way, and a policy is four small answers the rest of the simulator asks for:
 
 `SlotState` holds the arrays and applies these answers; it knows no policy by name.
 Each policy is one module of `sim/kv/`, registered in `sim.registry.kv_registry`; its
-metadata `real=True` says the real backend (traces/executor.py) runs it too.
+metadata `real=True` says the real backend (traces/serving/) runs it too.
 """
 
 from __future__ import annotations

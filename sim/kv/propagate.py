@@ -9,7 +9,7 @@ from sim.kv.base import KVPolicy
 from sim.registry import kv_registry
 
 
-@kv_registry.register("propagate", order=1, color="#D55E00")
+@kv_registry.register("propagate", order=1, color="#D55E00", real=True)
 class PropagateKV(KVPolicy):
     """K/V projections of every skipped layer for the exiting token (CALM)."""
 

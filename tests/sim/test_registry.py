@@ -131,5 +131,5 @@ def test_capabilities_are_registry_metadata():
     assert exit_registry.having("exits_early", False) == ("none",)
     assert [p for p in exit_registry.names() if not exits_early(p)] == ["none"]
     assert [p for p in exit_registry.names() if decided_live(p)] == ["live"]
-    assert real_kv_policies() == ("ignore", "share")
+    assert real_kv_policies() == ("ignore", "propagate", "share")
     assert arrival_registry.names() == ("offline", "poisson") and arrival_registry.having("needs_rate") == ("poisson",)
