@@ -153,7 +153,7 @@ class Grid:
                         exiting=int(heads.sum()), exiting_context=int(full[heads].sum()) if self.edge else 0,
                         heads=int(heads.sum()), kv_proj_layers=0,
                         prefill=[int(self.prompt_len[r]) for r in reqs_m[first]])
-        valid = [np.ones((1 if self.kv_policy == "share" else N, p_), bool) for p_ in pos]
+        valid = [np.ones((as_kv_policy(self.kv_policy).kv_loops(N), p_), bool) for p_ in pos]
         batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
                           admitted=reqs_m[first].astype(np.int64), drafting=drafting)
         return load, batch, False, valid
