@@ -30,6 +30,7 @@ CSV = ROOT / "figures" / "data" / "exit_frontier.csv"
 FIGURE = ROOT / "figures" / "exit_frontier"
 REFERENCES = ("continuous", "depthwise_spec", "oracle")
 BY_CONSTRUCTION = ("depthwise_spec", "oracle")  # quality 1: lossless, or the trace's own exits
+LIVE_ACCEPT = "scheduler.accept=live"
 TOLERANCE = 0.01  # a row's overrides must reproduce sim_makespan_s this closely
 
 
@@ -61,12 +62,16 @@ class Point:
             exit_ = ["exit=live", f"exit.threshold={self.threshold:g}", f"exit.kv_policy={self.kv_policy}"]
         else:
             exit_ = ["exit=oracle" if self.policy == "oracle" else "exit=none", f"exit.kv_policy={self.kv_policy}"]
-        return [*base, f"scheduler={self.scheduler}", f"scheduler.batch_size={self.batch_size}", *exit_]
+        # free-running speculation verifies the model's own drafts: the trace's acceptance
+        # (scheduler.accept=trace) does not hold for tokens the trace never saw
+        accept = [LIVE_ACCEPT] if self.policy == "depthwise_spec" else []
+        return [*base, f"scheduler={self.scheduler}", f"scheduler.batch_size={self.batch_size}", *accept, *exit_]
 
     def sim_overrides(self, base: Iterable[str] = (), profile: Optional[str] = None) -> list[str]:
         """The simulator's version of the point: exit=live becomes exit=confidence (the trace's
-        recorded confidences at the same threshold), priced by cost=profiled."""
-        ov = [o.replace("exit=live", "exit=confidence") for o in self.run_overrides(base)]
+        recorded confidences at the same threshold), live acceptance the trace's, priced by
+        cost=profiled."""
+        ov = [o.replace("exit=live", "exit=confidence") for o in self.run_overrides(base) if o != LIVE_ACCEPT]
         return ov + ["cost=profiled"] + ([f"cost.profile={profile}"] if profile else [])
 
 

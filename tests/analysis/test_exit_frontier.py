@@ -23,6 +23,8 @@ def test_points_name_the_runs_and_their_simulation():
     assert live.sim_overrides([], "p.json")[-5:] == ["exit=confidence", "exit.threshold=0.8",
                                                      "exit.kv_policy=share", "cost=profiled", "cost.profile=p.json"]
     assert live.free_running and not Point("oracle", 16).free_running
+    spec = Point("depthwise_spec", 16)
+    assert "scheduler.accept=live" in spec.run_overrides() and "scheduler.accept=live" not in spec.sim_overrides()
     assert Point("continuous", 16).run_overrides()[-2:] == ["exit=none", "exit.kv_policy=ignore"]
     points = grid(THRESHOLDS, KV, [4, 8], references=("continuous", "oracle"))
     assert [p.policy for p in points[:2]] == ["continuous", "oracle"]
