@@ -100,6 +100,8 @@ def _teacher_forced_folder(out: Path, raw, res) -> None:
 
 def score(points, out: Path, source: str, batch: int, log=print) -> dict[str, dict]:
     """traces.quality's measures of every free-running point against continuous at its batch."""
+    from analysis.exit_frontier import Point
+
     from .base_model import load_base
     from .quality import measure
 
@@ -108,7 +110,7 @@ def score(points, out: Path, source: str, batch: int, log=print) -> dict[str, di
     for p in points:
         if not p.free_running:
             continue
-        ref = out / f"continuous_b{p.batch_size}"
+        ref = out / Point("continuous", p.batch_size).key
         quality[p.key] = measure(out / p.key, ref, scorer=scorer, source=source, batch=batch)
         q = quality[p.key]
         log(f"  quality {p.key:<28} agreement {q['token_agreement']:.3f}, identical {q['identical_share']:.2f}, "

@@ -127,8 +127,8 @@ def run_config(run: str | Path):
     return load_config(OmegaConf.load(path))
 
 
-def workload_prompts(cfg, tokenizer) -> tuple[list[np.ndarray], np.ndarray]:
-    """(prompt ids per workload request, trace request index per workload request) of a run
+def workload_prompts(cfg, tokenizer) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(prompt ids, trace request index, tokens to generate) per workload request of a run
     config: the workload is rebuilt as the simulator builds it (the exits do not change which
     requests are drawn), the ids as the executor made them."""
     from sim.simulation import load_run_trace
@@ -140,7 +140,7 @@ def workload_prompts(cfg, tokenizer) -> tuple[list[np.ndarray], np.ndarray]:
     wl = build_workload(trace, trace.exit_loop, np.zeros(trace.num_tokens, bool), trace.num_loops,
                         cfg.workload, cfg.seed)
     seqs = request_sequences(trace, wl, tokenizer, cfg.model.vocab, cfg.seed)
-    return [s[:int(p)] for s, p in zip(seqs, wl.prompt_len)], wl.source
+    return [s[:int(p)] for s, p in zip(seqs, wl.prompt_len)], wl.source, wl.gen_len
 
 
 def same_workload(run_cfg, ref_cfg) -> None:
@@ -219,10 +219,12 @@ def measure(run: str | Path, reference: str | Path, scorer=None, source: str = "
         from .base_model import load_base
         scorer = load_base(source)
     model, tok = scorer
-    prompts, src = workload_prompts(run_cfg, tok)
-    if max(run_tok) >= len(prompts):
-        raise UserError(f"{generated_path(run)}: request {max(run_tok)} is not in the run's workload "
-                        f"of {len(prompts)} requests")
+    prompts, src, gen_len = workload_prompts(run_cfg, tok)
+    short = [r for r in range(len(prompts)) if r not in run_tok or run_tok[r].size != gen_len[r]]
+    if short or len(run_tok) != len(prompts):
+        r = short[0] if short else max(run_tok)
+        raise UserError(f"{generated_path(run)}: request {r} does not have the {gen_len[r] if r < len(gen_len) else 0} "
+                        f"tokens the run's workload of {len(prompts)} requests gives it (an unfinished run?)")
     mine = scored(run, run_tok, prompts, model, source, batch)
     ref = scored(reference, ref_tok, prompts, model, source, batch)
     per = agree.per_request.assign(

@@ -115,17 +115,21 @@ def test_measure_scores_the_run_and_the_reference_on_the_workloads_prompts(tmp_p
     trace = load_run_trace(cfg)
     wl = build_workload(trace, trace.exit_loop, np.zeros(trace.num_tokens, bool), 2, cfg.workload, cfg.seed)
     seqs = request_sequences(trace, wl, original[1])
-    # the trace's own tokens (the first 12 of each request) as the reference output
-    gen = {r: seqs[r][int(wl.prompt_len[r]):][:12].tolist() for r in range(2)}
+    # the trace's own tokens as the reference output
+    gen = {r: seqs[r][int(wl.prompt_len[r]):].tolist() for r in range(2)}
+    G = [len(gen[0]), len(gen[1])]
     ref_dir = _run_folder(tmp_path / "ref", ov, gen)
-    prompts, src = workload_prompts(run_config(ref_dir), original[1])
+    prompts, src, gen_len = workload_prompts(run_config(ref_dir), original[1])
     assert [p.tolist() for p in prompts] == [s[:int(P)].tolist() for s, P in zip(seqs, wl.prompt_len)]
-    run = {0: gen[0], 1: gen[1][:6] + [40000] * 6}
+    assert gen_len.tolist() == G
+    noise = np.random.default_rng(0).integers(1000, 40000, G[1] - 6).tolist()
+    run = {0: gen[0], 1: gen[1][:6] + noise}
     run_dir = _run_folder(tmp_path / "run", ov[2:] + ["scheduler=depthwise", "exit=oracle"], run)
     s = measure(run_dir, ref_dir, scorer=original)
-    assert s["token_agreement"] == pytest.approx(18 / 24)
-    assert s["identical_share"] == 0.5 and s["mean_prefix_tokens"] == pytest.approx(9.0)
-    assert s["orig_loglik"] < s["ref_orig_loglik"]  # a repeated rare token is worse text
+    assert s["token_agreement"] == pytest.approx((G[0] + 6) / sum(G))
+    assert s["identical_share"] == 0.5 and s["mean_prefix_tokens"] == pytest.approx((G[0] + 6) / 2)
+    # random tokens are worse text (a repeated token would not be: the model learns to copy it)
+    assert s["orig_loglik"] < s["ref_orig_loglik"] - 1
     per = pd.read_parquet(run_dir / "quality.parquet")
     assert per.trace_request.tolist() == src.tolist()
     assert per.orig_loglik[0] == pytest.approx(per.ref_orig_loglik[0])  # identical output, identical score
@@ -135,3 +139,6 @@ def test_measure_scores_the_run_and_the_reference_on_the_workloads_prompts(tmp_p
     bad = _run_folder(tmp_path / "other", ["workload.num_requests=2", "seed=4"], gen)
     with pytest.raises(UserError, match="seed"):
         measure(bad, ref_dir, scorer=original)
+    cut = _run_folder(tmp_path / "cut", ov, {0: gen[0][:5], 1: gen[1]})
+    with pytest.raises(UserError, match="request 0"):  # an unfinished run is not scored
+        measure(cut, _run_folder(tmp_path / "ref3", ov, {0: gen[0][:5], 1: gen[1]}), scorer=original)
