@@ -88,6 +88,12 @@ def test_loglik_equals_token_by_token_computation(original):
     assert loglik(model, prompts[:1], [np.array([40000, 123, 40000, 7])])[0] / 4 < batched[0] / outputs[0].size
 
 
+def per_token(folder, request: int) -> float:
+    """A request's cached mean log-likelihood per token (loglik.parquet)."""
+    df = pd.read_parquet(folder / "loglik.parquet").set_index("request_id")
+    return df.loglik_sum[request] / df.tokens[request]
+
+
 def _run_folder(path, overrides, tokens):
     from omegaconf import OmegaConf
 
@@ -130,6 +136,9 @@ def test_measure_scores_the_run_and_the_reference_on_the_workloads_prompts(tmp_p
     assert s["identical_share"] == 0.5 and s["mean_prefix_tokens"] == pytest.approx((G[0] + 6) / 2)
     # random tokens are worse text (a repeated token would not be: the model learns to copy it)
     assert s["orig_loglik"] < s["ref_orig_loglik"] - 1
+    # ... but the score does not penalise degenerate repetition: the model learns to copy
+    rep = loglik(original[0], [prompts[1]], [np.array(gen[1][:6] + [40000] * (G[1] - 6))])[0] / G[1]
+    assert rep > per_token(ref_dir, 1)
     per = pd.read_parquet(run_dir / "quality.parquet")
     assert per.trace_request.tolist() == src.tolist()
     assert per.orig_loglik[0] == pytest.approx(per.ref_orig_loglik[0])  # identical output, identical score
