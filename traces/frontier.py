@@ -21,7 +21,6 @@ One command so the whole measurement reruns unchanged on a quiet machine:
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import shlex
@@ -118,93 +117,133 @@ def score(points, out: Path, source: str, batch: int, log=print) -> dict[str, di
     return quality
 
 
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from analysis.exit_frontier import CSV, FIGURE, REFERENCES
+
+    from .cli import OneLineParser
+    from .validate import default_trace
+
+    ap = OneLineParser(prog="python -m traces.frontier", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="uptrained checkpoint (exit=live needs one)")
+    ap.add_argument("--thresholds", default="0.5,0.7,0.8,0.9,0.95", help="exit.threshold values, comma-separated")
+    ap.add_argument("--kv-policies", default="ignore,share,propagate,recompute",
+                    help="comma-separated; those the executor does not run are left out, with a note")
+    ap.add_argument("--batches", default="16", help="batch sizes, comma-separated")
+    ap.add_argument("--references", default=",".join(REFERENCES),
+                    help="reference points (continuous is required: the baseline and the quality reference)")
+    ap.add_argument("--reps", type=int, default=3, help="real runs per point")
+    ap.add_argument("--num-requests", type=int, default=32, help="requests per workload (resampled from the trace)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--trace", default=default_trace(),
+                    help="trace the workload is drawn from (named in every row's overrides)")
+    ap.add_argument("--overrides", default="", help="more sim.run overrides for every point (one quoted string)")
+    ap.add_argument("--profile", default=None,
+                    help="cost=profiled profile (default: the bundled one measured on this CPU model)")
+    ap.add_argument("--source", default="gguf", help="base model, also the scorer (traces.base_model.load_base)")
+    ap.add_argument("--score-batch", type=int, default=8, help="sequences per scoring forward")
+    ap.add_argument("--device", default="cpu")
+    add_dtype_option(ap)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
+    ap.add_argument("--out", default=None, help="run folders (default runs/frontier/<time>)")
+    ap.add_argument("--csv", default=str(CSV.relative_to(ROOT)), help="the table")
+    ap.add_argument("--figure", default=str(FIGURE.relative_to(ROOT)), help="the figure, without suffix")
+    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
+    return ap
+
+
+def plan(args) -> tuple[list, list[str]]:
+    """(points, overrides every point shares), every input checked before a model loads."""
+    from analysis.exit_frontier import grid
+    from sim.config import load_config
+    from sim.errors import ConfigError
+    from sim.registry import discover_all, scheduler_registry
+
+    from .cli import check_device
+    from .execute import compose
+    from .serving.kv import real_kv_policies
+
+    def numbers(text: str, kind, name: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--{name} {text!r}: not a comma-separated list of {kind.__name__}s") from None
+
+    thresholds = numbers(args.thresholds, float, "thresholds")
+    batches = numbers(args.batches, int, "batches")
+    if not thresholds or not all(0 <= t <= 1 for t in thresholds):
+        raise ConfigError(f"--thresholds {args.thresholds!r}: give values in [0, 1]")
+    if not batches or min(batches) < 1 or args.reps < 1 or args.num_requests < 1 or args.score_batch < 1:
+        raise ConfigError("--batches, --reps, --num-requests and --score-batch must be >= 1")
+    for path, name in ((args.checkpoint, "--checkpoint"), (args.trace, "--trace"), (args.profile, "--profile")):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name} {path}: no such file")
+    check_device(args.device, f"--device {args.device}")
+    wanted = [k for k in args.kv_policies.split(",") if k.strip()]
+    kvs = [k for k in wanted if k in real_kv_policies()]
+    if not kvs:
+        raise ConfigError(f"none of --kv-policies {args.kv_policies!r} runs in the executor "
+                          f"({', '.join(real_kv_policies())} do)")
+    for k in [k for k in wanted if k not in kvs]:
+        print(f"  note: KV policy {k} is not run by the executor: left out", file=sys.stderr)
+    discover_all()
+    refs = [r for r in args.references.split(",") if r.strip()]
+    for r in [r for r in refs if r != "oracle" and r not in scheduler_registry]:
+        print(f"  note: scheduler {r} is not registered: reference point left out", file=sys.stderr)
+        refs.remove(r)
+    if "continuous" not in refs:
+        raise ConfigError("--references must include continuous (the speed baseline and quality reference)")
+    base = [f"trace.path={args.trace}", f"workload.num_requests={args.num_requests}", f"seed={args.seed}",
+            *shlex.split(args.overrides)]
+    points = grid(thresholds, kvs, batches, refs)
+    for p in points:  # every point composes before anything runs
+        load_config(compose(p.run_overrides(base)))
+    return points, base
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .execute import torch_missing
+    from .cli import fail, torch_missing
     if torch_missing("traces.frontier"):
         return 2
-    from analysis.exit_frontier import CSV, FIGURE, REFERENCES, collect, grid, plot, write
+    from sim.errors import UserError
+
+    args = parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UserError as exc:
+        return fail(exc)
+
+
+def _run(args, argv: list[str]) -> int:
+    import torch
+
+    from analysis.exit_frontier import collect, plot, write
     from sim.config import load_config
-    from sim.errors import ConfigError, UserError
-    from sim.registry import scheduler_registry
-    from sim.trace import DEFAULT_TRACE
     from sim.trace_io import git_commit
 
     from .execute import compose
     from .profile_steps import device_name
     from .quiet import background_paused, pin
+    from .serving.inputs import serving_model
+    from .serving.weights import PackedModel
 
-    ap = argparse.ArgumentParser(prog="python -m traces.frontier", description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True, help="uptrained checkpoint (exit=live needs one)")
-    ap.add_argument("--thresholds", default="0.5,0.7,0.8,0.9,0.95")
-    ap.add_argument("--kv-policies", default="ignore,share,propagate,recompute",
-                    help="those the executor does not run are left out, with a note")
-    ap.add_argument("--batches", default="16")
-    ap.add_argument("--references", default=",".join(REFERENCES))
-    ap.add_argument("--reps", type=int, default=3, help="real runs per point")
-    ap.add_argument("--num-requests", type=int, default=32, help="requests per workload (resampled from the trace)")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--trace", default=str(DEFAULT_TRACE.relative_to(ROOT)),
-                    help="trace the workload is drawn from (named in every row's overrides)")
-    ap.add_argument("--overrides", default="", help="more sim.run overrides for every point (quoted)")
-    ap.add_argument("--profile", default=None,
-                    help="cost=profiled profile (default: the bundled one measured on this CPU model)")
-    ap.add_argument("--source", default="gguf", help="base model (traces.base_model.load_base)")
-    ap.add_argument("--score-batch", type=int, default=8, help="sequences per scoring forward")
-    ap.add_argument("--device", default="cpu")
-    add_dtype_option(ap)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cpus", default="0")
-    ap.add_argument("--out", default=None, help="run folders (default runs/frontier/<time>)")
-    ap.add_argument("--csv", default=str(CSV))
-    ap.add_argument("--figure", default=str(FIGURE))
-    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
-    args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    try:
-        from .serving.kv import real_kv_policies
-        from .serving.inputs import serving_model
-        from .serving.weights import PackedModel
-        import torch
-
-        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
-        batches = [int(b) for b in args.batches.split(",") if b.strip()]
-        if args.reps < 1 or not thresholds or not batches:
-            raise ConfigError("--reps must be >= 1 and --thresholds, --batches non-empty")
-        wanted = [k for k in args.kv_policies.split(",") if k.strip()]
-        kvs = [k for k in wanted if k in real_kv_policies()]
-        for k in sorted(set(wanted) - set(kvs)):
-            print(f"  note: KV policy {k} is not run by the executor: left out", file=sys.stderr)
-        refs = [r for r in args.references.split(",") if r.strip()]
-        for r in [r for r in refs if r != "oracle" and r not in scheduler_registry]:
-            print(f"  note: scheduler {r} is not registered: reference point left out", file=sys.stderr)
-            refs.remove(r)
-        if "continuous" not in refs:
-            raise ConfigError("--references must include continuous (the speed baseline and quality reference)")
-        if not kvs:
-            raise ConfigError(f"none of --kv-policies {args.kv_policies} runs in the executor "
-                              f"({', '.join(real_kv_policies())} do)")
-        base = [f"trace.path={args.trace}", f"workload.num_requests={args.num_requests}", f"seed={args.seed}",
-                *shlex.split(args.overrides)]
-        points = grid(thresholds, kvs, batches, refs)
-        for p in points:  # every point composes before anything runs
-            load_config(compose(p.run_overrides(base)))
-        placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
-        cpu = device_name(args.device)
-        profile = args.profile or bundled_profile_for(cpu)
-        cfg0 = load_config(compose(points[0].run_overrides(base)))
-        model, tok = serving_model(cfg0.model, args.checkpoint, args.source)
-        packed = PackedModel(model, getattr(torch, dtype_from_args(args)), args.device)
-        del model
-        out = Path(args.out or f"runs/frontier/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
-        log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-        with background_paused(not args.no_pause) as paused:
-            real, stable = execute(points, base, args.reps, packed, tok, out, log)
-        del packed
-        quality = score(points, out, args.source, args.score_batch, log)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    points, base = plan(args)
+    placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
+    cpu = device_name(args.device)
+    profile = args.profile or bundled_profile_for(cpu)
+    cfg0 = load_config(compose(points[0].run_overrides(base)))
+    model, tok = serving_model(cfg0.model, args.checkpoint, args.source)
+    packed = PackedModel(model, getattr(torch, dtype_from_args(args)), args.device)
+    del model
+    out = Path(args.out or f"runs/frontier/{dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    with background_paused(not args.no_pause) as paused:
+        real, stable = execute(points, base, args.reps, packed, tok, out, log)
+    del packed
+    quality = score(points, out, args.source, args.score_batch, log)
     command = " ".join(["python -m traces.frontier"] + [shlex.quote(a) for a in argv])
     prov = {"cpu": cpu, "threads": placement["threads"], "cpus": placement["cpus"],
             "dtype": dtype_from_args(args), "checkpoint": args.checkpoint,

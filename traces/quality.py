@@ -19,7 +19,6 @@ caches each folder's scores in loglik.parquet, keyed by a hash of its tokens.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -241,31 +240,38 @@ def measure(run: str | Path, reference: str | Path, scorer=None, source: str = "
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .execute import torch_missing
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from .cli import OneLineParser
 
-    ap = argparse.ArgumentParser(prog="python -m traces.quality", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m traces.quality", description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a traces.execute --free-running output folder (or its generated.parquet)")
     ap.add_argument("--reference", required=True,
                     help="the same workload's scheduler=continuous exit=none --free-running folder")
     ap.add_argument("--source", default="gguf", help="original model (traces.base_model.load_base)")
     ap.add_argument("--batch", type=int, default=8, help="sequences per scoring forward")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import fail, torch_missing
+
+    args = parser().parse_args(argv)
     if torch_missing("traces.quality"):
         return 2
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     try:
         if args.batch < 1:
             raise UserError(f"--batch {args.batch} must be >= 1")
         for p in (args.run, args.reference):
             read_generated(p)  # a bad input fails before the model loads
+            run_config(p)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
         s = measure(args.run, args.reference, source=args.source, batch=args.batch)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     print(f"  token agreement      {s['token_agreement']:.1%} of {s['tokens']:,} tokens")
     print(f"  prefix before diverging  {s['mean_prefix_tokens']:.1f} tokens (mean over {s['requests']} requests)")
     print(f"  identical requests   {s['identical_share']:.1%}")

@@ -71,14 +71,15 @@ def test_frontier_runs_every_point_for_real(tmp_path, checkpoint, short_trace):
     assert (tmp_path / "runs" / "live_b2_t0_ignore" / "quality.json").is_file()
 
 
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, short_trace):
-    for extra in (["--kv-policies", "bogus"], ["--thresholds", ""]):
-        args = _args(tmp_path, tmp_path / "missing.pt", short_trace)
-        args += extra
-        p = subprocess.run([sys.executable, "-m", "traces.frontier", *args], capture_output=True, text=True)
-        assert p.returncode == 2, p.stderr
-        assert p.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in p.stderr
-        assert not (tmp_path / "f.csv").exists() and not (tmp_path / "runs").exists()
-    p = subprocess.run([sys.executable, "-m", "traces.frontier", *_args(tmp_path, tmp_path / "missing.pt", short_trace)],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and "missing.pt" in p.stderr and not (tmp_path / "f.csv").exists()
+@pytest.mark.parametrize("extra, says", [(["--kv-policies", "bogus"], "kv-policies"),
+                                         (["--thresholds", ""], "thresholds"),
+                                         (["--thresholds", "0.5,1.5"], "[0, 1]"),
+                                         (["--references", "oracle"], "continuous"),
+                                         (["--checkpoint", "missing.pt"], "missing.pt")])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, checkpoint, short_trace, extra, says):
+    args = _args(tmp_path, checkpoint, short_trace) + extra
+    p = subprocess.run([sys.executable, "-m", "traces.frontier", *args], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and says in last and "Traceback" not in p.stderr
+    assert not (tmp_path / "f.csv").exists() and not (tmp_path / "runs").exists()
