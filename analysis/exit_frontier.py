@@ -57,7 +57,7 @@ class Point:
         return f"{self.policy}_b{self.batch_size}{tail}"
 
     def run_overrides(self, base: Iterable[str] = ()) -> list[str]:
-        """What `python -m traces.execute` runs for this point (with --free-running unless oracle)."""
+        """What `python -m traces.execute` runs for this point (free_running=true unless oracle)."""
         if self.policy == "live":
             exit_ = ["exit=live", f"exit.threshold={self.threshold:g}", f"exit.kv_policy={self.kv_policy}"]
         else:

@@ -11,7 +11,7 @@ text a user gets. Measured here, per request of the workload:
   - how the ORIGINAL SmolLM2-135M scores each output: mean log-likelihood per generated
     token, teacher-forced on prompt + generated tokens, for the run and for the reference,
     so that a divergence that is still fluent text can be told from one that is not.
-Both runs are `traces.execute --free-running` output folders (generated.parquet and the
+Both runs are `traces.execute free_running=true` output folders (generated.parquet and the
 config.yaml that rebuilds their workload); the prompts are the ids the executor fed, rebuilt
 by `traces.serving.request_sequences` from the run's config (same trace, seed, workload).
 Writes quality.json and quality.parquet (one row per request) into the run folder, and
@@ -48,7 +48,7 @@ def read_generated(path: str | Path) -> dict[int, np.ndarray]:
     0..G-1 in every request (a file that is not is refused, naming the request)."""
     path = generated_path(path)
     if not path.is_file():
-        raise TraceError(f"{path}: no such file (generated.parquet is written by traces.execute --free-running)")
+        raise TraceError(f"{path}: no such file (generated.parquet is written by traces.execute free_running=true)")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -208,7 +208,7 @@ def loglik_summary(df: pd.DataFrame) -> float:
 def measure(run: str | Path, reference: str | Path, scorer=None, source: str = "gguf",
             batch: int = 8) -> dict:
     """Every quality measure of `run` against `reference` (folders of traces.execute
-    --free-running); `scorer` = (original model, tokenizer) from traces.base_model.load_base,
+    free_running=true); `scorer` = (original model, tokenizer) from traces.base_model.load_base,
     loaded here when None. Writes quality.json and quality.parquet into the run folder."""
     run_tok, ref_tok = read_generated(run), read_generated(reference)
     run_cfg, ref_cfg = run_config(run), run_config(reference)
@@ -245,9 +245,9 @@ def parser():
     from .cli import OneLineParser
 
     ap = OneLineParser(prog="python -m traces.quality", description=__doc__.splitlines()[0])
-    ap.add_argument("run", help="a traces.execute --free-running output folder (or its generated.parquet)")
+    ap.add_argument("run", help="a traces.execute free_running=true output folder (or its generated.parquet)")
     ap.add_argument("--reference", required=True,
-                    help="the same workload's scheduler=continuous exit=none --free-running folder")
+                    help="the same workload's scheduler=continuous exit=none free_running=true folder")
     ap.add_argument("--source", default="gguf", help="original model (traces.base_model.load_base)")
     ap.add_argument("--batch", type=int, default=8, help="sequences per scoring forward")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
