@@ -43,7 +43,7 @@ def checkpoint(tmp_path_factory):
 def _args(tmp, checkpoint, trace, **kw):
     a = {"--checkpoint": str(checkpoint), "--trace": str(trace), "--thresholds": "0,0.9",
          "--kv-policies": "ignore,share", "--batches": "2", "--reps": "2", "--num-requests": "3",
-         "--references": "continuous,oracle", "--out": str(tmp / "runs"), "--csv": str(tmp / "f.csv"),
+         "--references": "continuous,depthwise_spec,oracle", "--out": str(tmp / "runs"), "--csv": str(tmp / "f.csv"),
          "--figure": str(tmp / "f"), **kw}
     return [x for k, v in a.items() for x in (k, v)] + ["--no-pause"]
 
@@ -53,11 +53,13 @@ def test_frontier_runs_every_point_for_real(tmp_path, checkpoint, short_trace):
     from traces.frontier import main
     assert main(_args(tmp_path, checkpoint, short_trace)) == 0
     t = pd.read_csv(tmp_path / "f.csv")
-    assert len(t) == 2 + 2 * 2 and (t.repeats == 2).all()
-    assert set(t.policy) == {"continuous", "oracle", "live"}
+    assert len(t) == 3 + 2 * 2 and (t.repeats == 2).all()
+    assert set(t.policy) == {"continuous", "depthwise_spec", "oracle", "live"}
     cont = t[t.policy == "continuous"].iloc[0]
     assert cont.real_speedup == 1.0 and cont.token_agreement == 1.0 and cont.identical_share == 1.0
     assert cont.orig_loglik == pytest.approx(cont.ref_orig_loglik)
+    spec = t[t.policy == "depthwise_spec"].iloc[0]
+    assert spec.quality_basis == "measured" and spec.token_agreement == 1.0  # lossless, measured
     live = t[t.policy == "live"].set_index(["kv_policy", "threshold"])
     # threshold 0: every token leaves after loop 1, in the real run and in the simulator
     assert live.real_mean_exit_loop[("ignore", 0.0)] == 1.0 and live.sim_mean_exit_loop[("ignore", 0.0)] == 1.0
