@@ -133,7 +133,7 @@ def workload_prompts(cfg, tokenizer) -> tuple[list[np.ndarray], np.ndarray, np.n
     from sim.simulation import load_run_trace
     from sim.workload import build_workload
 
-    from .serving import request_sequences
+    from .serving.inputs import request_sequences
 
     trace = load_run_trace(cfg)
     wl = build_workload(trace, trace.exit_loop, np.zeros(trace.num_tokens, bool), trace.num_loops,

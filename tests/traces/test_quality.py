@@ -110,7 +110,7 @@ def test_measure_scores_the_run_and_the_reference_on_the_workloads_prompts(tmp_p
     tokens, the run a copy that diverges halfway through request 1."""
     from sim.simulation import load_run_trace
     from traces.quality import run_config, workload_prompts
-    from traces.serving import request_sequences
+    from traces.serving.inputs import request_sequences
 
     from sim.config import load_config
     from sim.workload import build_workload
