@@ -11,8 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 torch = pytest.importorskip("torch")
-# free-running runs and the KV policies the executor runs come with the executor package
-pytest.importorskip("traces.serving.kv", reason="needs the executor package (traces/serving/, branch executor)")
 
 from sim.trace import DEFAULT_TRACE  # noqa: E402
 from sim.trace_io import write_trace_parquet  # noqa: E402
