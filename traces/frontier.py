@@ -62,7 +62,7 @@ def generated_frame(res) -> pd.DataFrame:
 def execute(points, base: list[str], reps: int, packed, tok, out: Path, log=print) -> tuple[dict, dict]:
     """Run every point `reps` times, interleaved; returns ({key: [metrics per rep]},
     {key: whether every repeat emitted the first one's tokens})."""
-    from sim.config import load_config
+    from sim.validate import load_config
 
     from .execute import compose, run_real
 
@@ -156,9 +156,9 @@ def parser():
 def plan(args) -> tuple[list, list[str]]:
     """(points, overrides every point shares), every input checked before a model loads."""
     from analysis.exit_frontier import grid
-    from sim.config import load_config
     from sim.errors import ConfigError
     from sim.registry import discover_all, scheduler_registry
+    from sim.validate import load_config
 
     from .cli import check_device
     from .execute import compose
@@ -220,8 +220,8 @@ def _run(args, argv: list[str]) -> int:
     import torch
 
     from analysis.exit_frontier import collect, plot, write
-    from sim.config import load_config
     from sim.trace_io import git_commit
+    from sim.validate import load_config
 
     from .execute import compose
     from .profile_steps import device_name

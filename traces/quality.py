@@ -118,7 +118,7 @@ def run_config(run: str | Path):
     """The typed RunConfig of a traces.execute output folder (its config.yaml)."""
     from omegaconf import OmegaConf
 
-    from sim.config import load_config
+    from sim.validate import load_config
 
     path = generated_path(run).parent / "config.yaml"
     if not path.is_file():

@@ -112,7 +112,7 @@ def test_measure_scores_the_run_and_the_reference_on_the_workloads_prompts(tmp_p
     from traces.quality import run_config, workload_prompts
     from traces.serving.inputs import request_sequences
 
-    from sim.config import load_config
+    from sim.validate import load_config
     from sim.workload import build_workload
     from traces.execute import compose
 
