@@ -26,7 +26,7 @@ from tqdm import tqdm
 from analysis import speculative_plots, sweep_plots, timeline
 from analysis.grid import compose_run, run_grid
 from analysis.paper_table import MEMORY_MAX, reproduce, write_table
-from analysis.regime_map import regime_maps
+from analysis.regime_map import gpu_regime_maps, regime_maps
 from analysis.style import PLAIN, THOUSANDS, kv_color, kv_names, save, scheduler_label
 from analysis.trace_plots import exit_histogram, learning_curve, thresholds, tradeoff
 from analysis.traces import RECORDED, REPO, load_trace_frame, threshold_tradeoff, trace_paths
@@ -280,6 +280,7 @@ FIGURES = {
     "smollm2": smollm2_sweep,
     "table": paper_table,
     "regime": regime_maps,
+    "regime_gpu": gpu_regime_maps,
     "timeline": timeline_figure,
     "kv": kv_figure,
     "latency": latency_figure,
@@ -297,6 +298,7 @@ GROUP_FILES = {
     "smollm2": ["throughput_vs_batch_smollm2"],
     "table": ["throughput_table"],
     "regime": ["regime_map_gemma", "regime_map_smollm2"],
+    "regime_gpu": ["regime_map_llama2_gpu"],
     "timeline": ["timeline"],
     "kv": ["kv_policies"],
     "latency": ["latency_vs_throughput"],

@@ -27,9 +27,10 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from analysis.gpu_published import DOC, REGIME_END, REGIME_START, write_doc_block
 from analysis.grid import _trace, compose_run
 from analysis.style import MARKERS, PLAIN, save
-from analysis.traces import trace_paths
+from analysis.traces import REPO, trace_paths
 from sim.config import CONF_DIR, RunConfig, validate
 from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
@@ -49,6 +50,17 @@ REGIMES: list[tuple[str, list[str]]] = [
 if (CONF_DIR / "cost" / "profiled.yaml").exists():
     REGIMES.append(("profiled", ["cost=profiled"]))
 REGIME_COLORS = ["#000000", "#D55E00", "#56B4E9", "#0072B2", "#003f63", "#CC79A7"]  # Okabe-Ito family
+# The measured-GPU map (`gpu_settings`): step costs from Vidur's measured A100/H100 operators and
+# vLLM CPU overheads (cost=gpu_profile) next to the rooflines of the same two GPUs. Solid lines
+# rest on measurements, dashed ones on the roofline's assumed efficiencies.
+GPU_REGIMES: list[tuple[str, list[str]]] = [
+    ("roofline A100 80 GB", ["cost=roofline", "hardware=a100_80g"]),
+    ("roofline H100", ["cost=roofline", "hardware=h100"]),
+    ("measured A100 80 GB (Vidur)", ["cost=gpu_profile", "hardware=a100_80g"]),
+    ("measured H100 (Vidur)", ["cost=gpu_profile", "hardware=h100"]),
+]
+GPU_STYLE = {"roofline A100 80 GB": ("#56B4E9", "--"), "roofline H100": ("#0072B2", "--"),
+             "measured A100 80 GB (Vidur)": ("#E69F00", "-"), "measured H100 (Vidur)": ("#D55E00", "-")}
 MEAN_EXITS = (1.0, 1.05, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0)  # dense near 1, where sync. exit turns
 SCHEDULERS = ("continuous", "sync_exit", "depthwise")
 BASELINES = {"continuous": "continuous batching, every loop (no exit)", "sync_exit": "synchronized exit"}
@@ -67,6 +79,16 @@ class Setting:
     # of that cost model's keys (each cost model takes only its own keys, so a setting
     # cannot put them in `base` for every regime).
     cost_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    regimes: tuple[tuple[str, list[str]], ...] | None = None  # None: REGIMES
+
+    def regime_list(self) -> list[tuple[str, list[str]]]:
+        return list(self.regimes) if self.regimes is not None else REGIMES
+
+    def style(self, k: int, label: str) -> tuple[str, str]:
+        """(colour, line style) of the setting's k-th regime."""
+        if label in GPU_STYLE:
+            return GPU_STYLE[label]
+        return REGIME_COLORS[k % len(REGIME_COLORS)], "-"
 
     def regime_overrides(self, over: list[str]) -> list[str]:
         return [*over, *(k for when, keys in self.cost_keys if when in over for k in keys)]
@@ -112,6 +134,18 @@ def settings() -> list[Setting]:
     ]
 
 
+GPU_LENGTHS = ["trace.synthetic.prompt_len=512", "trace.synthetic.length_dist=fixed", "trace.synthetic.gen_len=384",
+               "trace.synthetic.gen_len_min=128"]  # Vidur's vLLM workload shape: 512 in, 256 out on average
+
+
+def gpu_settings() -> list[Setting]:
+    """The measured-GPU map: a relaxed recursive Llama-2-7B, whose layer shape Vidur measured."""
+    return [Setting("llama2_gpu", "Llama-2-7B relaxed recursive (1 + 2 x 15 + 1 layers, LoRA rank 64) on A100 "
+                    "and H100: prompt 512, 128-384 generated",
+                    ["trace=paper_like", "model=llama2_7b_r2_mc", *GPU_LENGTHS, "memory.limit=false", "seed=0"],
+                    None, (8, 32, 128), 4, 32, regimes=tuple(GPU_REGIMES))]
+
+
 class PricedSteps:
     """A clock that runs on the first cost model and sums every model's step times."""
 
@@ -131,7 +165,7 @@ def regime_configs(setting: Setting, base: list[str]) -> list[tuple[str, list[st
     """Each regime's config on top of `base`; a regime that cannot price this setting (a
     profiled cost without a profile of this model, say) is left out with one line."""
     out = []
-    for label, over in REGIMES:
+    for label, over in setting.regime_list():
         over = setting.regime_overrides(over)
         cfg = compose_run([*base, *over])
         try:
@@ -258,23 +292,71 @@ def caption_sentence(sp: pd.DataFrame, at: float = 1.4) -> str:
             "A100/H100/H200 rooflines.")
 
 
+def gpu_caption_sentence(sp: pd.DataFrame, at: float = 1.4) -> str:
+    """The one-sentence answer restated on measured GPU costs, from the data."""
+    parts = []
+    for batch in (8, 128):
+        syn = sp[(sp["setting"] == "llama2_gpu") & (sp["trace"] == "synthetic") & (sp["batch"] == batch)]
+        vals = {}
+        for regime, g in syn.groupby("regime", sort=False):
+            g = g.sort_values("mean_exit_loop")
+            vals[regime] = [float(np.interp(at, g["mean_exit_loop"], g[f"over_{b}"])) for b in BASELINES]
+        measured = " and ".join(f"{vals[r][0]:.2f}x / {vals[r][1]:.2f}x on the {r.split()[1]}" for r in vals
+                                if r.startswith("measured"))
+        roof = " and ".join(f"{vals[r][0]:.2f}x / {vals[r][1]:.2f}x" for r in vals if r.startswith("roofline"))
+        parts.append(f"at batch {batch}, {measured} (rooflines of the same GPUs: {roof})")
+    return (f"On measured GPU costs (Vidur's A100/H100 operators and vLLM CPU overheads per step), at a mean exit "
+            f"of {at:g} of 2 loops, the relaxed recursive Llama-2-7B under depth-wise batching serves, over "
+            f"continuous batching / over synchronized exit, " + "; ".join(parts) + ".")
+
+
+def gpu_regime_maps(out: Path) -> list:
+    """The figures.py group of the measured-GPU map: its own data files and caption."""
+    from analysis.figures import Output  # figures imports this module: import at call time
+
+    frame = pd.concat([simulate_map(s) for s in gpu_settings()], ignore_index=True)
+    sp = speedups(frame)
+    data = out / "data" / "regime_map_gpu.csv"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(data, index=False, float_format="%.6g")
+    sp_path = out / "data" / "regime_map_gpu_speedups.csv"
+    sp.to_csv(sp_path, index=False, float_format="%.6g")
+    real_exits = {p.stem: float(load_trace(p).exit_loop.mean()) for p in two_loop_traces()}
+    if out.resolve() == (REPO / "figures").resolve():  # the committed figures: restate the answer in the docs
+        write_doc_block(DOC, REGIME_START, REGIME_END, gpu_caption_sentence(sp))
+    outputs = []
+    for s in gpu_settings():
+        fig = draw(s, sp, {f"{k} (SmolLM2)": v for k, v in real_exits.items()})
+        n = ", ".join(f"{max(s.requests_per_slot * b, s.min_requests)} at batch {b}" for b in s.batches)
+        outputs.append(Output(f"regime_map_{s.name}", (
+            f"{gpu_caption_sentence(sp)} Speedup of continuous depth-wise batching over continuous batching running "
+            "every loop (top) and over synchronized exit (bottom) against the mean exit loop of synthetic traces. "
+            f"{s.title}; requests {n}. Solid: cost=gpu_profile (sim/cost_gpu_profile.py, docs/gpu_costs.md: "
+            "measured dense operators, attention and LoRA from bytes and FLOPs at the measured efficiencies, CPU "
+            "work per step from the A100 host's table, which the H100 uses too); dashed: cost=roofline on the same "
+            "GPUs. Dotted: the recorded SmolLM2 traces' mean exits. Memory not bounding; each point's overrides in "
+            "data/regime_map_gpu.csv."), [*save(fig, out / f"regime_map_{s.name}"), data, sp_path]))
+    return outputs
+
+
 def draw(setting: Setting, sp: pd.DataFrame, marks: dict[str, float]) -> plt.Figure:
     """Rows: speedup over each baseline; columns: batch sizes; one line per regime."""
     data = sp[sp["setting"] == setting.name]
     syn, real = data[data["trace"] == "synthetic"], data[data["trace"] != "synthetic"]
     fig, axes = plt.subplots(2, len(setting.batches), figsize=(4.1 * len(setting.batches), 7.4),
                              layout="constrained", sharex=True, squeeze=False)
-    labels = [label for label, _ in REGIMES]
+    labels = [label for label, _ in setting.regime_list()]
     for col, b in enumerate(setting.batches):
         for row, base in enumerate(BASELINES):
             ax = axes[row][col]
             ycol = f"over_{base}"
             for k, label in enumerate(labels):
                 g = syn[(syn["batch"] == b) & (syn["regime"] == label)].sort_values("mean_exit_loop")
-                ax.plot(g["mean_exit_loop"], g[ycol], color=REGIME_COLORS[k % len(REGIME_COLORS)],
+                color, line = setting.style(k, label)
+                ax.plot(g["mean_exit_loop"], g[ycol], color=color, linestyle=line,
                         marker=MARKERS[k % len(MARKERS)], markersize=4, linewidth=1.4, label=label)
                 r = real[(real["batch"] == b) & (real["regime"] == label)]
-                ax.scatter(r["mean_exit_loop"], r[ycol], marker="*", s=140, color=REGIME_COLORS[k % len(REGIME_COLORS)],
+                ax.scatter(r["mean_exit_loop"], r[ycol], marker="*", s=140, color=color,
                            edgecolor="black", linewidth=0.6, zorder=5)
             for name, x in marks.items():
                 ax.axvline(x, color="grey", linestyle=":", linewidth=1)

@@ -171,6 +171,9 @@ class ModelConfig(_ByName):
     lora_rank: int = 64
     dtype_bytes: int = 2
     tied_embeddings: bool = True
+    # Llama/Gemma gate and up projections (three MLP matrices); False: one up and one down
+    # projection (phi-2). The parameter counts, hence memory and every cost, follow it.
+    gated_mlp: bool = True
 
     @property
     def layout(self):

@@ -2,7 +2,8 @@
 
 Counts follow a Llama/Gemma-style decoder layer: Q and O projections of
 n_heads*head_dim, K and V of n_kv_heads*head_dim, and a gated MLP (three
-d_model x d_mlp matrices). Norms and biases are negligible and left out.
+d_model x d_mlp matrices; two, up and down, when `gated_mlp` is False, as phi-2's).
+Norms and biases are negligible and left out.
 """
 
 from __future__ import annotations
@@ -10,21 +11,21 @@ from __future__ import annotations
 from sim.config import ModelConfig
 
 
-def _linear_shapes(m: ModelConfig) -> list[tuple[int, int]]:
+def linear_shapes(m: ModelConfig) -> list[tuple[int, int]]:
     q, kv = m.n_heads * m.head_dim, m.n_kv_heads * m.head_dim
-    return [(m.d_model, q), (m.d_model, kv), (m.d_model, kv), (q, m.d_model),
-            (m.d_model, m.d_mlp), (m.d_model, m.d_mlp), (m.d_mlp, m.d_model)]
+    mlp = [(m.d_model, m.d_mlp)] * (2 if m.gated_mlp else 1) + [(m.d_mlp, m.d_model)]
+    return [(m.d_model, q), (m.d_model, kv), (m.d_model, kv), (q, m.d_model), *mlp]
 
 
 def layer_params(m: ModelConfig) -> int:
-    return sum(i * o for i, o in _linear_shapes(m))
+    return sum(i * o for i, o in linear_shapes(m))
 
 
 def lora_params_per_loop(m: ModelConfig) -> int:
     """One loop's LoRA over the whole shared block: rank*(in+out) per linear layer, the
     rank capped at min(in, out) (beyond that a LoRA is a full matrix: the paper's
     rank-512 count of 1.60B for recursive Gemma needs this cap on the 256-wide K/V)."""
-    per_layer = sum(min(m.lora_rank, i, o) * (i + o) for i, o in _linear_shapes(m))
+    per_layer = sum(min(m.lora_rank, i, o) * (i + o) for i, o in linear_shapes(m))
     return per_layer * m.layers_per_block
 
 

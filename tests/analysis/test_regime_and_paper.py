@@ -9,7 +9,7 @@ import pytest
 from analysis.grid import compose_run
 from analysis.paper import ROWS
 from analysis.paper_fit import memory_budget
-from analysis.regime_map import REGIMES, price, regime_configs, settings
+from analysis.regime_map import GPU_REGIMES, REGIMES, gpu_settings, price, regime_configs, settings
 from sim.simulation import simulate
 from tests.sim.test_cli import REPO
 
@@ -26,6 +26,22 @@ def test_one_schedule_priced_by_every_regime_equals_separate_runs():
     for label, extra in (REGIMES[0], REGIMES[2]):  # fixed cost and a roofline
         direct = simulate(compose_run([*over, *extra])).metrics["throughput_tok_s"]
         assert priced[label] == pytest.approx(direct, rel=1e-9)
+
+
+def test_measured_gpu_map_prices_each_regime_as_its_own_run():
+    """The measured-GPU map's Llama point: every GPU regime composes (none left out), and the
+    measured A100 line equals `sim.run` with its overrides (cost=gpu_profile)."""
+    gpu = gpu_settings()[0]
+    over = [*gpu.base, "scheduler=depthwise", "scheduler.batch_size=8", "trace.synthetic.num_requests=8",
+            "trace.synthetic.mean_exit=1.4", "trace.synthetic.gen_len=64", "trace.synthetic.gen_len_min=32"]
+    regimes = regime_configs(gpu, over)
+    assert [label for label, _, _ in regimes] == [label for label, _ in GPU_REGIMES]
+    priced = price(compose_run(over), regimes)["throughput"]
+    label, extra = GPU_REGIMES[2]
+    assert "cost=gpu_profile" in extra
+    direct = simulate(compose_run([*over, *extra])).metrics["throughput_tok_s"]
+    assert priced[label] == pytest.approx(direct, rel=1e-9)
+    assert priced[label] != pytest.approx(priced[GPU_REGIMES[0][0]], rel=0.01)  # measured differs from roofline
 
 
 def test_gemma_regimes_compose_in_the_paper_setting():

@@ -93,7 +93,7 @@ def test_a_key_of_another_option_is_one_line_error(tmp_path):
 def test_help_lists_the_registered_options_only():
     out = run_cli("--help").stdout
     assert "scheduler: static, continuous, sync_exit, depthwise, speculative\n" in out
-    assert "cost: roofline, constant, layer_step, profiled\n" in out and "exit.kv_policy: ignore, propagate, recompute, share" in out
+    assert "cost: roofline, constant, layer_step, profiled, gpu_profile\n" in out and "exit.kv_policy: ignore, propagate, recompute, share" in out
     assert "base_" not in out
 
 
