@@ -1,5 +1,9 @@
 """`python -m analysis.figures`: regenerate every figure and table of the study into figures/.
 
+figures/ of the working directory (or --out): run from the repository root, that is the
+committed figures/, which this command rewrites on purpose; with an installed package,
+the outputs go where the command is run, never into site-packages.
+
 Everything is simulated from scratch with fixed seeds (seed=0), on all local cores,
 and written as PNG and PDF with a figures/README.md that records each file's
 caption and the commit, command and date that made it. Request counts are reduced
@@ -35,7 +39,7 @@ from sim.simulation import simulate
 from sim.trace import load_trace
 from sim.trace_io import git_commit
 
-OUT = REPO / "figures"
+OUT = Path("figures")  # relative: under the working directory (see the module docstring)
 CURVES = RECORDED / "curves"  # uptraining curves of the bundled models and the probes beside them
 CURVE_LABELS = {"r2_mc_r64": "2 loops, middle-cycle (validation trace)", "r3_mc_r64": "3 loops, middle-cycle",
                 "r2_cycle_r64": "2 loops, plain cycle", "r2_mc_lr1e3": "2 loops, middle-cycle, lr 1e-3",
@@ -329,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=f"groups (--only GROUP or --only FILE):\n{_listing()}")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="output folder (default: figures/ under the working directory)")
     parser.add_argument("--only", nargs="+", type=_group, metavar="NAME",
                         help="regenerate only these groups or files, e.g. timeline or exit_histograms (no README)")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from analysis.overrides import expand, parse_point
-from sim.trace_io import write_atomic
+from sim.trace_io import repo_relative, write_atomic
 
 SWEEP_FILE = "sweep.parquet"
 OK, ERROR, MISSING = "ok", "error", "missing"
@@ -52,7 +52,7 @@ def _point(num: int, job: list[str], job_dir: Path | None) -> dict[str, Any]:
     error_file = job_dir / "error.txt" if job_dir else None
     if metrics_file is not None and metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
-        metrics["trace_path"] = metrics.pop("trace", None)  # `trace` is also a config group name
+        metrics["trace_path"] = repo_relative(metrics.pop("trace", None))  # `trace` is also a config group name
         row.update(status=OK, error=None)
     elif error_file is not None and error_file.exists():
         metrics = {}

@@ -21,10 +21,11 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.grid import run_grid
-from analysis.traces import REPO
 
-CSV = REPO / "figures" / "data" / "gpu_published.csv"
-DOC = REPO / "docs" / "gpu_costs.md"
+# Outputs under the working directory (the repository root when regenerating the committed
+# ones), never beside the installed code.
+CSV = Path("figures") / "data" / "gpu_published.csv"
+DOC = Path("docs") / "gpu_costs.md"
 COSTS = {"gpu_profile": ["cost=gpu_profile"], "roofline": ["cost=roofline"]}  # the two compared
 # A diagnostic, not a third model: the measured GPU time alone, without the vLLM host's CPU work
 # per step, to show how much of a miss that CPU work is on stacks without it (gpt-fast, TensorRT-LLM).
@@ -194,6 +195,9 @@ def write_doc_block(doc: Path, start: str, end: str, body: str) -> None:
 def write(t: pd.DataFrame, csv: Path = CSV, doc: Path = DOC) -> None:
     csv.parent.mkdir(parents=True, exist_ok=True)
     t.to_csv(csv, index=False, float_format="%.6g")
+    if not doc.exists():  # not run from a checkout: only the table
+        print(f"no {doc} here: the table goes to {csv} only")
+        return
     text = _replace_block(doc.read_text(), START, END, markdown(t), doc)
     text = _replace_block(text, DERIVED_START, DERIVED_END, derived().to_markdown(index=False), doc)
     doc.write_text(text)

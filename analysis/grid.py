@@ -23,6 +23,7 @@ from sim.config import RunConfig
 from sim.errors import UserError
 from sim.simulation import load_run_trace, simulate
 from sim.trace import Trace
+from sim.trace_io import repo_relative
 
 def compose_run(overrides: list[str]) -> RunConfig:
     """The typed config `python -m sim.run <overrides>` would run, without a progress bar."""
@@ -46,7 +47,7 @@ def _run(num: int, cfg: RunConfig) -> tuple[int, dict[str, Any]]:
         metrics = simulate(cfg, trace=_trace(cfg)).metrics
     except UserError as exc:  # a bad point is reported in the table, as in a sweep
         return num, {"status": "error", "error": str(exc)}
-    metrics["trace_path"] = metrics.pop("trace", None)
+    metrics["trace_path"] = repo_relative(metrics.pop("trace", None))
     return num, {"status": "ok", **metrics}
 
 

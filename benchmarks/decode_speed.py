@@ -29,7 +29,7 @@ def main(argv=None):
         from traces.allocator import reexec_with_tcmalloc
 
         reexec_with_tcmalloc("benchmarks.decode_speed")
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=96, help="decode steps per timing (tokens per row)")
     ap.add_argument("--rounds", type=int, default=2)

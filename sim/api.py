@@ -25,7 +25,7 @@ from sim.simulation import SimulationResult, simulate
 
 GROUPS = ("scheduler", "exit", "cost", "hardware", "model", "trace", "workload")
 
-__all__ = ["compose", "simulate", "SimulationResult", "RunConfig", "check_choices", "follow_trace_model"]
+__all__ = ["compose", "compose_raw", "simulate", "SimulationResult", "RunConfig", "check_choices", "follow_trace_model"]
 
 
 def _parse(overrides: Iterable[str]):
@@ -106,9 +106,17 @@ def hydra_message(exc: BaseException) -> str:
     return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
-def compose(overrides: Iterable[str] = ()) -> RunConfig:
-    """The typed config `python -m sim.run <overrides>` would run (Hydra's compose API on
-    conf/), validated; a bad value is a ConfigError with one clear line."""
+def hydra_error(exc: BaseException) -> ConfigError:
+    """A Hydra composition error as one ConfigError line: Hydra's first line(s) and, when
+    it adds something, the first line of the cause ("Key 'x' not in 'SchedulerConfig'")."""
+    first = hydra_message(exc).rstrip(".")
+    cause = str(exc.__cause__).strip().splitlines()[0] if exc.__cause__ and str(exc.__cause__).strip() else ""
+    return ConfigError(f"{first}: {cause}" if cause and cause not in first else first)
+
+
+def compose_raw(overrides: Iterable[str] = ()) -> DictConfig:
+    """The untyped config `python -m sim.run <overrides>` composes (hydra keys dropped),
+    its model the trace's when no `model=` is given; any mistake is one ConfigError line."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
 
@@ -118,6 +126,13 @@ def compose(overrides: Iterable[str] = ()) -> RunConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             raw = hydra_compose("config", overrides=overrides)
     except HydraException as exc:
-        raise ConfigError(hydra_message(exc)) from None
+        raise hydra_error(exc) from None
+    raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"])
     follow_trace_model(raw, overrides)
-    return load_config(raw)
+    return raw
+
+
+def compose(overrides: Iterable[str] = ()) -> RunConfig:
+    """The typed config `python -m sim.run <overrides>` would run (Hydra's compose API on
+    conf/), validated; a bad value is a ConfigError with one clear line."""
+    return load_config(compose_raw(overrides))

@@ -3,7 +3,7 @@
 The other policies replay a trace: every exit is known before the run starts. Under
 `live` a token leaves after the first loop whose real top-1 probability (after the
 coda, final norm and head: one exit semantics) reaches the threshold, which only a
-real backend can know (`python -m traces.execute exit=live --checkpoint PATH`).
+real backend can know (`python -m traces.execute exit=live checkpoint=PATH`).
 The workload therefore starts with every token allowed every loop, and a clock that
 `decides_exits` lowers each token's exit when it leaves (`SlotState.settle_exits`).
 A simulation has no model to ask, so `sim.run exit=live` stops with a pointer to

@@ -19,9 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_message
+from sim.api import GROUPS, check_choices, follow_trace_model, group_options, hydra_error
 from sim.config import CONF_DIR, load_config
-from sim.errors import ConfigError, UserError
+from sim.errors import UserError
 from sim.registry import discover_all, kv_registry
 from sim.simulation import simulate
 from sim.trace_io import write_atomic
@@ -42,10 +42,18 @@ SUMMARY_ROWS = [
 ]
 
 
-def format_summary(m: dict[str, Any], model_from_trace: bool = False) -> str:
+def format_summary(m: dict[str, Any], model_from_trace: bool = False, profile: dict[str, Any] | None = None) -> str:
+    """The run's summary table; `profile` (cost=profiled: its file's path and metadata)
+    names the device the step times were measured on, instead of the unused hardware."""
+    device = profile["metadata"].get("device", "an unnamed device") if profile else m["hardware"]
     head = (f"{m['scheduler']} | exit={m['exit_policy']} kv={m['kv_policy']} | batch {m['batch_size']} | "
-            f"{m['model']} on {m['hardware']} ({m['cost']} cost)")
+            f"{m['model']} on {device} ({m['cost']} cost)")
     lines = [head, "-" * len(head)]
+    if profile:
+        meta = profile["metadata"]
+        lines.append(f"  {'profile':<20} {profile['path']}: measured on {device}, {meta.get('dtype', '?')}, "
+                     f"{meta.get('threads', '?')} thread(s), {meta.get('date', 'undated')[:10]} "
+                     "(a profile belongs to its CPU)")
     if model_from_trace:
         lines.append(f"  {'model':<20} {m['model']}, {m['loops']} loops: the model the trace's metadata names "
                      "(model=NAME to choose another)")
@@ -65,6 +73,17 @@ def format_summary(m: dict[str, Any], model_from_trace: bool = False) -> str:
                      f"(K={m['draft_len']}, d={m['draft_loops']})")
         lines.append(f"  {'tokens / round':<20} {m['mean_tokens_per_round']:.3f} over {m['rounds']:,} rounds")
     return "\n".join(lines)
+
+
+def profile_of(cfg) -> dict[str, Any] | None:
+    """cost=profiled: the profile's path (as stored in tables) and metadata; else None."""
+    if cfg.cost.kind != "profiled":
+        return None
+    from sim.cost_profiled import BUNDLED, read_profile
+    from sim.trace_io import repo_relative
+
+    path = cfg.cost.profile or BUNDLED
+    return {"path": repo_relative(path), "metadata": read_profile(path)["metadata"]}
 
 
 def write_outputs(out: Path, cfg: DictConfig, metrics: dict[str, Any], requests) -> None:
@@ -138,7 +157,7 @@ def main(cfg: DictConfig) -> float | None:
         return _fail(out, sweeping, str(exc))
     (out / "error.txt").unlink(missing_ok=True)
     write_outputs(out, task, result.metrics, result.requests)
-    print(format_summary(result.metrics, from_trace))
+    print(format_summary(result.metrics, from_trace, profile_of(typed)))
     print(f"  {'outputs':<20} {out}")
     return result.metrics["throughput_tok_s"]
 
@@ -153,10 +172,7 @@ def check_composes(overrides: list[str]) -> None:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             compose("config", overrides=overrides)
     except HydraException as exc:
-        first = hydra_message(exc)
-        cause = str(exc.__cause__).strip().splitlines()[0] if exc.__cause__ else ""
-        first = first.rstrip(".")
-        raise ConfigError(f"{first}: {cause}" if cause and cause not in first else first) from None
+        raise hydra_error(exc) from None
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -62,7 +62,7 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
     live = exit_registry.get(exit_cfg.policy, "exit").meta.get("decided_live", False)
     if live and clock is None:
         raise ConfigError(f"exit={exit_cfg.policy} is decided by the real model as it runs: use python -m "
-                          f"traces.execute exit={exit_cfg.policy} --checkpoint PATH (exit=confidence replays "
+                          f"traces.execute exit={exit_cfg.policy} checkpoint=PATH (exit=confidence replays "
                           f"the confidences a trace recorded)")
     exits, wrong = sched_cls.token_exits(trace, exit_cfg, cfg.scheduler, m.loops)
     wl = build_workload(trace, exits, wrong, m.loops, cfg.workload, cfg.seed)

@@ -16,6 +16,9 @@ uniform up to a cap, the spread that lets continuous batching gain over static.
 
 Write one to a file (then replay it with trace.path=FILE):
     python -m sim.synthetic my_synthetic_3loop.parquet
+The file carries the layout of a bundled model with its loops (`--model`; by default
+the default model's family at that many loops, smollm2_135m_r3_mc for the default 3),
+so `python -m sim.run trace.path=FILE` simulates that model, as it does a recorded trace.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.config import RunConfig, SyntheticTraceConfig, validate
+from sim.config import ModelConfig, RunConfig, SyntheticTraceConfig, bundled_options, load_bundled, validate
 from sim.errors import ConfigError
+from sim.layout import Layout
 from sim.trace import Trace, trace_from_frame, write_trace
 from sim.trace_io import provenance
 
@@ -118,6 +122,29 @@ def generate_trace(cfg: SyntheticTraceConfig, seed: int) -> Trace:
     return trace_from_frame(generate(cfg, seed), f"<synthetic seed={seed}>", len(cfg.exit_probs))
 
 
+def default_model(loops: int) -> str | None:
+    """The bundled model a synthetic trace of `loops` loops is written for when `--model`
+    is not given: the one of the default model's family (its source layers, width,
+    vocabulary and layout kind) with that many loops; None when there is not exactly one."""
+    base = ModelConfig()
+    family = (base.source_layers, base.d_model, base.vocab, Layout.of(base).kind)
+    found = [name for name in bundled_options("model")
+             if (m := load_bundled(ModelConfig, "model", name)).loops == loops
+             and (m.source_layers, m.d_model, m.vocab, Layout.of(m).kind) == family]
+    return found[0] if len(found) == 1 else None
+
+
+def layout_metadata(model: str, loops: int) -> dict[str, str]:
+    """The metadata that makes `sim.run trace.path=FILE` pick bundled `model` (sim.layout)."""
+    m = load_bundled(ModelConfig, "model", model)
+    if m is None:
+        raise ConfigError(f"--model {model!r} is not known; valid: {', '.join(bundled_options('model'))}, none")
+    if m.loops != loops:
+        raise ConfigError(f"--model {model} has {m.loops} loops but --exit-probs gives {loops}; "
+                          f"give {m.loops} probabilities or another model")
+    return {**Layout.of(m).to_metadata(), "d_model": str(m.d_model), "vocab": str(m.vocab)}
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = SyntheticTraceConfig()
     parser = argparse.ArgumentParser(description="Write a seeded synthetic exit trace (Parquet).")
@@ -133,22 +160,31 @@ def main(argv: list[str] | None = None) -> None:
                         help="mean exit loop over len(--exit-probs) loops; replaces the probabilities")
     parser.add_argument("--gen-len-min", type=int, default=None,
                         help="generated lengths uniform on [this, --gen-len]")
+    parser.add_argument("--model", default=None,
+                        help="bundled model (conf/model/) whose layout the trace carries, so that sim.run "
+                             "simulates it on this trace; its loops must be len(--exit-probs). Default: the "
+                             "default model's family at that many loops (smollm2_135m_r3_mc for 3); "
+                             "none: no layout, then sim.run needs model=NAME.")
     args = parser.parse_args(argv)
     cfg = SyntheticTraceConfig(args.num_requests, args.prompt_len, args.gen_len, args.length_dist,
                                list(args.exit_probs), args.correlation, args.mean_exit, args.gen_len_min)
     run = RunConfig()
     run.trace.synthetic = cfg
+    loops = len(cfg.exit_probs)
+    model = default_model(loops) if args.model is None else (None if args.model == "none" else args.model)
     try:
         validate(run)
+        layout = layout_metadata(model, loops) if model is not None else {}
     except ConfigError as exc:  # bad input: one line, exit code 2
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     frame = generate(cfg, args.seed)
     made_by = provenance(["python", "-m", "sim.synthetic", *(sys.argv[1:] if argv is None else argv)],
-                         model="synthetic (sim.synthetic)", loops=len(cfg.exit_probs), seed=args.seed,
-                         generator=repr(cfg))
-    write_trace(frame, args.out, len(cfg.exit_probs), made_by)
-    print(f"wrote {args.out}: {len(frame)} tokens, {cfg.num_requests} requests, {len(cfg.exit_probs)} loops")
+                         model=f"synthetic (sim.synthetic){f', layout of {model}' if model else ''}",
+                         loops=loops, seed=args.seed, generator=repr(cfg))
+    write_trace(frame, args.out, loops, {**made_by, **layout})
+    print(f"wrote {args.out}: {len(frame)} tokens, {cfg.num_requests} requests, {loops} loops"
+          + (f", layout of {model} (sim.run simulates that model on it)" if model else ", no model layout"))
 
 
 if __name__ == "__main__":

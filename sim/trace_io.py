@@ -24,6 +24,19 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 
 
+def repo_relative(path: str | Path | None) -> str | None:
+    """A path as stored in committed tables: relative to the repository (for bundled data
+    in an installed package, its name under the package root, e.g. traces/data/x.parquet)
+    when it lies inside it, else as given: a table regenerated on another machine then
+    differs only where its numbers do."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_absolute() and p.resolve().is_relative_to(REPO):
+        return p.resolve().relative_to(REPO).as_posix()
+    return str(path)
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> None:
     """Write via a temporary file in the same directory, then rename: all or nothing."""
     path = Path(path)

@@ -15,5 +15,6 @@ Modules, one job each:
   validate    - profile + real runs + simulations -> figures/data/sim_vs_real.csv
   bench_generate - the executor against transformers' generate (vanilla model)
   quiet       - pinning and pausing the background job around timed runs
+  cli         - the commands' conventions: one style each, one-line errors before any model loads
   allocator   - re-exec training-sized commands under tcmalloc (glibc page-faults big buffers)
 """

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     args = ap.parse_args(argv)
     args.dtype = dtype_from_args(args)
-    from .execute import torch_missing
+    from .cli import torch_missing
     if torch_missing("traces.bench_generate"):
         return 2
     import torch

@@ -1,42 +1,58 @@
-"""`python -m traces.execute [sim.run overrides] [--device cpu] [--threads 1] [--out DIR]`:
+"""`python -m traces.execute [sim.run overrides] [device=cpu threads=1 out=DIR ...]`:
 run a workload for real, with the simulator's own engine and schedulers.
 
-The Hydra overrides are exactly `sim.run`'s (same config tree, same composition);
-the engine, schedulers and slot bookkeeping are the simulator's, only the step clock
+Everything on the command line is a `key=value` override: sim.run's (same config tree,
+same composition) and this command's own keys (`ExecuteOptions`; `--help` lists both).
+The engine, schedulers and slot bookkeeping are the simulator's, only the step clock
 is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 and
-reports its measured time. Writes to --out: metrics.json (sim.run's metrics plus
-`backend: real` and how it was measured), requests.parquet, config.yaml and
-steps.parquet (per step: the load the cost model sees and the measured seconds).
-With `exit=live` (and an uptrained `--checkpoint`) the model's own confidence decides
-each exit; exits.parquet then compares every token's live exit with the trace's.
-The makespan is the sum of measured step times: the engine's clock. On a CPU with one
-torch thread a step is timed by the process's CPU time (see executor.step_timer: a
-shared machine's other jobs do not count); wall time is logged beside it.
+reports its measured time. Writes to out= (default runs/execute/<date>/<time>_<scheduler>):
+metrics.json (sim.run's metrics plus `backend: real` and how it was measured),
+requests.parquet, config.yaml and steps.parquet (per step: the load the cost model
+sees and the measured seconds). With `exit=live` (and an uptrained `checkpoint=PATH`)
+the model's own confidence decides each exit; exits.parquet then compares every
+token's live exit with the trace's. The makespan is the sum of measured step times:
+the engine's clock. On a CPU with one torch thread a step is timed by the process's
+CPU time (see executor.step_timer: a shared machine's other jobs do not count); wall
+time is logged beside it.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from .precision import add_dtype_option, dtype_from_args
+from .cli import HELP_FLAGS, check_device, fail, key_value_usage, parse_key_values, torch_missing
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-def torch_missing(command: str) -> bool:
-    """True (after one line on stderr) when torch is not installed: the real-execution
-    commands need the `traces` extra, the simulator does not."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print(f"error: {command} needs torch: install the traces extra (pip install -e '.[traces]')",
-              file=sys.stderr)
-        return True
-    return False
+
+@dataclass
+class ExecuteOptions:
+    """traces.execute's own keys, beside sim.run's overrides: the one place they are
+    declared (a new one is a field here, with its help, read as `opts.NAME` in main)."""
+
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:1"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where native, else fp32) | bfloat16 | float32"})
+    threads: int = field(default=1, metadata={"help": "torch threads"})
+    cpus: str = field(default="0", metadata={"help": "CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)"})
+    checkpoint: Optional[str] = field(default=None, metadata={"help": "uptrained checkpoint (default: the SVD conversion)"})
+    source: str = field(default="gguf", metadata={"help": "base model (traces.base_model.load_base)"})
+    out: Optional[str] = field(default=None, metadata={"help": "output dir (default runs/execute/<date>/<time>_<scheduler>)"})
+    pause: bool = field(default=True, metadata={"help": "pause the background uptraining job (traces/quiet.py)"})
+    timer: str = field(default="auto", metadata={"help": "step clock: auto | process | wall"})
+
+
+OPTION_CHOICES = {"dtype": ("auto", "bfloat16", "float32"), "timer": ("auto", "process", "wall")}
+
+
+def usage() -> str:
+    from sim.run import options_help
+
+    return (f"usage: python -m traces.execute [KEY=VALUE ...]\n\n{__doc__.split(chr(10) * 2)[0]}\n\n"
+            f"traces.execute's keys (default shown):\n{key_value_usage(ExecuteOptions)}\n\n"
+            f"and every sim.run override (python -m sim.run --help); its config groups:\n{options_help()}\n")
 
 
 @dataclass
@@ -50,15 +66,12 @@ class Executed:
 
 
 def compose(overrides: list[str]):
-    """The same composed config as `python -m sim.run <overrides>` (hydra keys dropped)."""
-    from hydra import compose as hcompose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    """The same composed config as `python -m sim.run <overrides>` (hydra keys dropped);
+    a mistake in it is one ConfigError line."""
     import sim.run  # noqa: F401  (registers the config schemas and resolvers sim.run uses)
+    from sim.api import compose_raw
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hcompose(config_name="config", overrides=overrides)
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return compose_raw(overrides)
 
 
 def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
@@ -106,59 +119,58 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
     return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits)
 
 
-def _parse(argv: list[str]):
-    ap = argparse.ArgumentParser(prog="python -m traces.execute", description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    add_dtype_option(ap)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
-    ap.add_argument("--checkpoint", default=None, help="uptrained checkpoint (default: the SVD conversion)")
-    ap.add_argument("--source", default="gguf", help="base model (traces.base_model.load_base)")
-    ap.add_argument("--out", default=None, help="output dir (default runs/execute/<time>_<scheduler>)")
-    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
-    ap.add_argument("--timer", default="auto", choices=["auto", "process", "wall"], help="step clock")
-    return ap.parse_known_args(argv)
+def parse(argv: list[str]):
+    """(ExecuteOptions, typed RunConfig, composed config, trace): every input checked,
+    nothing loaded beyond the trace; a ConfigError/TraceError for any mistake. The
+    config's `progress` (default true) shows the engine's bar, in tokens, over the real steps."""
+    from sim.config import load_config
+    from sim.errors import ConfigError
+    from sim.simulation import load_run_trace
+
+    opts, overrides = parse_key_values(argv, ExecuteOptions, "traces.execute")
+    for key, valid in OPTION_CHOICES.items():
+        if getattr(opts, key) not in valid:
+            raise ConfigError(f"{key}={getattr(opts, key)!r} is not known; valid: {', '.join(valid)}")
+    raw = compose(overrides)
+    cfg = load_config(raw)
+    if opts.checkpoint and not Path(opts.checkpoint).is_file():
+        raise ConfigError(f"checkpoint={opts.checkpoint}: no such file")
+    check_device(opts.device, f"device={opts.device}")
+    return opts, cfg, raw, load_run_trace(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in HELP_FLAGS for a in argv):
+        print(usage())
+        return 0
     if torch_missing("traces.execute"):
         return 2
-    from sim.config import load_config
     from sim.errors import UserError
     from sim.run import format_summary, write_atomic, write_outputs
 
     from .executor import PackedModel
+    from .precision import dtype_from_args
     from .quiet import background_paused, pin
     from .serving import serving_model
 
-    args, overrides = _parse(argv)
-    args.dtype = dtype_from_args(args)
-    bad = [o for o in overrides if o.startswith("-")]
-    if bad:
-        print(f"error: unknown option {bad[0]}", file=sys.stderr)
-        return 2
     try:
-        raw = compose(overrides)
-        cfg = load_config(raw)
-        cfg.progress = False
-        placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
+        opts, cfg, raw, trace = parse(argv)
+        placement = pin(opts.threads, [int(c) for c in opts.cpus.split(",") if c.strip()] if opts.cpus else None)
         import torch
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: torch sees no CUDA device")
-        model, tok = serving_model(cfg.model, args.checkpoint, args.source)
-        packed = PackedModel(model, getattr(torch, args.dtype), args.device)
+        dtype = dtype_from_args(opts)
+        model, tok = serving_model(cfg.model, opts.checkpoint, opts.source)
+        packed = PackedModel(model, getattr(torch, dtype), opts.device)
         del model
-        with background_paused(not args.no_pause) as paused:
-            res = run_real(cfg, packed, tok, timer=args.timer)
+        with background_paused(opts.pause) as paused:
+            res = run_real(cfg, packed, tok, timer=opts.timer, trace=trace)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     res.metrics.update({**placement, "background_paused": paused is not None,
                         "command": " ".join(["python -m traces.execute"] + argv),
                         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     stamp = dt.datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
-    out = Path(args.out or f"runs/execute/{stamp}_{cfg.scheduler.name}")
+    out = Path(opts.out or f"runs/execute/{stamp}_{cfg.scheduler.name}")
     write_outputs(out, raw, res.metrics, res.requests)
     write_atomic(out / "steps.parquet", lambda p: res.steps.to_parquet(p, index=False))
     if res.exits is not None:

@@ -1,4 +1,4 @@
-"""`python -m traces.profile_steps [--out PATH] [--points N] [--reps R] [sim overrides]`:
+"""`python -m traces.profile_steps [--out PATH] [--points N] [--reps R] [--model NAME] ...`:
 measure real engine steps over a grid of the load quantities the cost model sees.
 
 Each grid point is one engine step built the way `SlotState` builds them: some
@@ -19,7 +19,6 @@ so no trace request used for validation is ever used for profiling.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import platform
@@ -33,7 +32,7 @@ import numpy as np
 from sim.trace_io import write_atomic
 
 from sim.cost import StepLoad
-from sim.cost_profiled import BUNDLED, LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
+from sim.cost_profiled import LOAD_COLUMNS, PROFILE_FORMAT, fit, fit_report, feature_names
 
 from .precision import add_dtype_option, dtype_from_args
 
@@ -43,16 +42,29 @@ MAX_GEN = 128
 
 
 def device_name(device: str) -> str:
+    """The device's model name; for a CPU whose name gives no model number (a VM's
+    "AMD EPYC"), with its family and model numbers: a profile belongs to one CPU model."""
     import torch
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     try:
+        info = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+        name = info.get("model name")
+        if name:
+            numbered = any(ch.isdigit() for ch in name) or "cpu family" not in info
+            return name if numbered else f"{name} (family {info['cpu family']} model {info.get('model', '?')})"
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+def default_profile_path(device: str, model: str) -> Path:
+    """Where a new profile goes unless told: under runs/, never over a bundled one."""
+    slug = "".join(c if c.isalnum() else "_" for c in device_name(device).lower())
+    return Path("runs") / "profiles" / f"{'_'.join(w for w in slug.split('_') if w)}_{model}.json"
 
 
 def machine_peaks(device: str, dtype) -> dict[str, float]:
@@ -251,43 +263,66 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
     return meta
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from .execute import torch_missing
-    if torch_missing("traces.profile_steps"):
-        return 2
-    from sim.config import load_config
-    from sim.errors import UserError
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from sim.config import ModelConfig, bundled_options
+    from sim.registry import discover_all, kv_registry
 
-    from .execute import compose
-    from .quiet import background_paused, pin
+    from .cli import OneLineParser
 
-    ap = argparse.ArgumentParser(prog="python -m traces.profile_steps")
-    ap.add_argument("--out", default=str(BUNDLED))
-    ap.add_argument("--points", type=int, default=300)
-    ap.add_argument("--reps", type=int, default=3)
+    discover_all()
+    ap = OneLineParser(prog="python -m traces.profile_steps",
+                       description="Measure real engine steps over a grid of loads and write a step profile "
+                                   "for cost=profiled.")
+    ap.add_argument("--out", default=None, help="profile file to write (default runs/profiles/<device>_<model>.json; "
+                                                "the bundled sim/profiles/ files only when named here)")
+    ap.add_argument("--points", type=int, default=300, help="grid points")
+    ap.add_argument("--reps", type=int, default=3, help="shuffled passes over the grid")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=ModelConfig().name, choices=bundled_options("model"),
+                    help="bundled model layout to profile")
+    ap.add_argument("--kv-policy", default="ignore", choices=kv_registry.names(), help="exit.kv_policy of the steps")
     ap.add_argument("--device", default="cpu")
     add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cpus", default="0")
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--no-pause", action="store_true")
-    args, overrides = ap.parse_known_args(argv)
-    args.dtype = dtype_from_args(args)
+    ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
+    ap.add_argument("--checkpoint", default=None, help="uptrained weights (default: the SVD conversion)")
+    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from .cli import torch_missing
+    if torch_missing("traces.profile_steps"):
+        return 2
+    from sim.config import load_config
+    from sim.errors import ConfigError, UserError
+
+    from .cli import check_device, fail
+    from .execute import compose
+    from .quiet import background_paused, pin
+
+    args = parser().parse_args(argv)
     try:
-        cfg = load_config(compose(overrides))
+        if args.points < 1 or args.reps < 1:
+            raise ConfigError("--points and --reps must be >= 1")
+        if args.checkpoint and not Path(args.checkpoint).is_file():
+            raise ConfigError(f"--checkpoint {args.checkpoint}: no such file")
+        check_device(args.device, f"--device {args.device}")
+        cfg = load_config(compose([f"model={args.model}", f"exit.kv_policy={args.kv_policy}"]))
+        args.dtype = dtype_from_args(args)
+        out = Path(args.out) if args.out else default_profile_path(args.device, args.model)
         placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
         packed, _ = build_packed(cfg, args.device, args.dtype, args.checkpoint)
         command = " ".join(["python -m traces.profile_steps"] + [shlex.quote(a) for a in argv])
         with background_paused(not args.no_pause) as paused:
-            meta = run_profile(cfg, packed, Path(args.out), args.points, args.reps, args.seed, command,
+            meta = run_profile(cfg, packed, out, args.points, args.reps, args.seed, command,
                                placement, paused is not None)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     f = meta["fit"]
-    print(f"{args.out}: {args.points} points x {args.reps} passes in {meta['seconds']:.0f} s; held-out fit error "
+    print(f"{out}: {args.points} points x {args.reps} passes in {meta['seconds']:.0f} s; held-out fit error "
           f"mean {f['holdout_mean_abs_error']:.1%}, p90 {f['holdout_p90_abs_error']:.1%}, "
           f"max {f['holdout_max_abs_error']:.1%}, bias {f['holdout_bias']:+.1%}")
     return 0

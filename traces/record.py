@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from .cli import torch_missing
+
+if __name__ == "__main__" and torch_missing("traces.record"):  # one line, not an ImportError traceback
+    sys.exit(2)
+
+import torch  # noqa: E402
 
 from sim.trace_io import provenance, write_trace_parquet
 
@@ -106,11 +111,27 @@ def uptrain_provenance(checkpoint, ck: dict) -> dict[str, str]:
             "uptrain_curve": curve.read_text() if curve.exists() else ""}
 
 
-def run(cfg) -> tuple[Path, dict]:
+def check_output(cfg) -> Path:
+    """Where the trace goes; a ConfigError when a trace is there and overwrite=true is not given."""
+    from sim.errors import ConfigError
+
     out = Path(cfg.out_dir) / f"{cfg.name}.parquet"
     if out.exists() and not cfg.overwrite:
-        raise SystemExit(f"error: {out} exists (a bundled trace?); choose another name=... "
-                         f"or pass overwrite=true to replace it and its card")
+        raise ConfigError(f"{out} exists (a bundled trace?); choose another name=... "
+                          f"or pass overwrite=true to replace it and its card")
+    return out
+
+
+def check_command(argv: list[str]) -> None:
+    from .cli import check_hydra_command
+
+    cfg = check_hydra_command("record", argv, "traces.record", input_files=("checkpoint",))
+    if cfg is not None:
+        check_output(cfg)
+
+
+def run(cfg) -> tuple[Path, dict]:
+    out = check_output(cfg)
     dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     from tqdm import tqdm
@@ -165,14 +186,21 @@ def run(cfg) -> tuple[Path, dict]:
 
 
 def main():
-    from .allocator import reexec_with_tcmalloc
+    from sim.errors import UserError
 
+    from .allocator import reexec_with_tcmalloc
+    from .cli import fail, run_checked
+
+    run_checked(check_command, sys.argv[1:])
     reexec_with_tcmalloc("traces.record")
     import hydra
 
     @hydra.main(config_path="conf", config_name="record", version_base="1.3")
     def _run(cfg):
-        run(cfg)
+        try:
+            run(cfg)
+        except UserError as exc:
+            sys.exit(fail(exc))
 
     _run()
 

@@ -33,12 +33,18 @@ also freezes the shared block's base weights, leaving LoRA, norms and unique lay
 from __future__ import annotations
 
 import csv
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
-import torch
+from .cli import torch_missing
+
+if __name__ == "__main__" and torch_missing("traces.uptrain"):  # one line, not an ImportError traceback
+    sys.exit(2)
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from sim.trace_io import write_atomic
@@ -127,13 +133,24 @@ def lr_at(cfg, step: int, tokens: int = 0) -> float:
 
 
 def train(cfg) -> dict:
+    """Uptrain as `cfg` says. Its pid is in out_dir/pid while it runs, so that the timed
+    commands (traces/quiet.py) can pause it."""
     dev = resolve_device(cfg.device)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "log.txt", "a")
+    pid_file = out / "pid"  # while training: where traces/quiet.py finds the job to pause
+    write_atomic(pid_file, lambda p: Path(p).write_text(f"{os.getpid()}\n"))
+    try:
+        return _train(cfg, dev, out, log)
+    finally:
+        pid_file.unlink(missing_ok=True)
+        log.close()
 
+
+def _train(cfg, dev, out: Path, log) -> dict:
     def say(msg):
         line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
         print(line, file=log, flush=True)
@@ -262,6 +279,7 @@ def train(cfg) -> dict:
             say(f"step {s} tokens {state['tokens']} train tok/s {tok_s:.1f} loss {row['loss']:.3f} "
                 f"kl_last {row['kl_last']:.3f} held-out {_fmt(r)}")
             score = r[f"agree_{model.num_exits}"]
+            state["eval_step"] = s
             if score > state["best"]:
                 state["best"] = score
                 checkpoint(best_score=score)
@@ -280,9 +298,24 @@ def train(cfg) -> dict:
             sampler.reload(load_sequences(cfg.source))
             win_t += time.time() - t_g  # train tok/s excludes pool generation
     bar.close()
-    checkpoint()
-    say(f"done: step {state['step']}, {state['tokens']} tokens, {state['elapsed_s'] / 60:.1f} min, "
-        f"best held-out final-loop agreement {state['best']:.4f}")
+    s = state["step"]
+    if cfg.eval_every and s > state.get("eval_step", 0) and s % cfg.eval_every:
+        # the budget ended between evaluations: evaluate the final model too, so that a
+        # short run has a held-out score and best.pt
+        r = evaluate()
+        writer.writerow({"step": s, "tokens": state["tokens"], "elapsed_s": round(state["elapsed_s"], 1),
+                         "pool_tokens": pool_tokens(cfg.source), "lr": lr_at(cfg, s, state["tokens"]), **r})
+        curve.flush()
+        say(f"step {s} (final) held-out {_fmt(r)}")
+        state["eval_step"] = s
+        if r[f"agree_{model.num_exits}"] > state["best"]:
+            state["best"] = r[f"agree_{model.num_exits}"]
+            checkpoint(best_score=state["best"])
+    checkpoint(best_score=None if (out / "best.pt").exists() else state["best"])
+    curve.close()
+    best = (f"best held-out final-loop agreement {state['best']:.4f}" if state["best"] >= 0 else
+            "no held-out evaluation after step 0 (eval_every=0 or no training step): best.pt is the final model")
+    say(f"done: step {state['step']}, {state['tokens']} tokens, {state['elapsed_s'] / 60:.1f} min, {best}")
     return state
 
 
@@ -299,7 +332,9 @@ def _fmt(r: dict) -> str:
 
 def main():
     from .allocator import reexec_with_tcmalloc
+    from .cli import check_hydra_command, run_checked
 
+    run_checked(lambda argv: check_hydra_command("uptrain", argv, "traces.uptrain"), sys.argv[1:])
     reexec_with_tcmalloc("traces.uptrain")
     import hydra
 

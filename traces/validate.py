@@ -2,8 +2,9 @@
 the simulator, write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,pdf}.
 
 One command so the whole check reruns unchanged on a quiet machine:
-  1. profile real steps into the bundled profile that `cost=profiled` reads by
-     default (or reuse one: --profile PATH): grid points (traces.profile_steps) and
+  1. profile real steps into runs/profiles/<device>_<model>.json (--profile-out PATH:
+     elsewhere, e.g. the bundled profile that `cost=profiled` reads by default; or
+     reuse one: --profile PATH): grid points (traces.profile_steps) and
      the steps of real runs of every scheduler and batch size on trace requests the
      validation workloads never draw (RunProfiler), their passes spread before,
      between and after the real runs' repeats (a shared machine's load drifts:
@@ -22,7 +23,6 @@ The background uptraining job is paused for the whole run and resumed after.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -38,7 +38,16 @@ from sim.trace import DEFAULT_TRACE
 from .precision import add_dtype_option, dtype_from_args
 
 SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise")
-ROOT = Path(__file__).resolve().parent.parent
+DESCRIPTION = ("Profile real steps, run the validation grid for real and compare it with the simulator; "
+               "write figures/data/sim_vs_real.csv and figures/sim_vs_real.{png,pdf}.")
+
+
+def default_trace() -> str:
+    """The bundled default trace, named relative to the repository when run from there
+    (the name goes into every row's overrides)."""
+    from sim.trace_io import REPO, repo_relative
+
+    return repo_relative(DEFAULT_TRACE) if Path.cwd().resolve() == REPO else str(DEFAULT_TRACE)
 
 
 def sim_makespan(overrides: list[str]) -> dict:
@@ -197,45 +206,92 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from .execute import torch_missing
+    from .cli import torch_missing
     if torch_missing("traces.validate"):
         return 2
-    from sim.config import load_config
-    from sim.cost_profiled import ProfiledCost, read_profile
-    from sim.simulation import load_run_trace
+    from sim.errors import UserError
 
-    from .execute import compose, run_real
-    from .profile_steps import StepProfiler, build_packed, run_profile
-    from .quiet import background_paused, pin
+    from .cli import fail
 
-    ap = argparse.ArgumentParser(prog="python -m traces.validate", description=__doc__.splitlines()[0])
+    args = parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except UserError as exc:
+        return fail(exc)
+
+
+def parser():
+    """The command line: plain options only (the traces commands' conventions: traces/cli.py)."""
+    from .cli import OneLineParser
+
+    ap = OneLineParser(prog="python -m traces.validate", description=DESCRIPTION)
     ap.add_argument("--profile", default=None, help="reuse this profile instead of measuring one")
-    ap.add_argument("--profile-out", default=str(BUNDLED), help="where the new profile goes")
+    ap.add_argument("--profile-out", default=None,
+                    help="where the new profile goes (default runs/profiles/<device>_<model>.json; a bundled "
+                         "sim/profiles/ file only when named here)")
     ap.add_argument("--points", type=int, default=300, help="profile grid points")
-    ap.add_argument("--profile-reps", type=int, default=3)
+    ap.add_argument("--profile-reps", type=int, default=3, help="shuffled passes over the profile grid")
     ap.add_argument("--profile-runs", type=int, default=2,
                     help="passes of profiling runs on held-out trace requests (0: grid only)")
     ap.add_argument("--reps", type=int, default=3, help="real runs per validation point")
-    ap.add_argument("--trace", default=str(DEFAULT_TRACE.relative_to(ROOT)),
+    ap.add_argument("--trace", default=default_trace(),
                     help="trace the workloads are drawn from (default: the bundled default trace)")
-    ap.add_argument("--batches", default="8,16,32")
-    ap.add_argument("--schedulers", default=",".join(SCHEDULERS))
-    ap.add_argument("--min-tokens", type=int, default=2000)
+    ap.add_argument("--batches", default="8,16,32", help="batch sizes, comma-separated")
+    ap.add_argument("--schedulers", default=",".join(SCHEDULERS), help="schedulers, comma-separated")
+    ap.add_argument("--min-tokens", type=int, default=2000, help="generated tokens per workload at least")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     add_dtype_option(ap)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cpus", default="0")
-    ap.add_argument("--csv", default=str(ROOT / "figures" / "data" / "sim_vs_real.csv"))
-    ap.add_argument("--figure", default=str(ROOT / "figures" / "sim_vs_real"))
-    ap.add_argument("--no-pause", action="store_true")
+    ap.add_argument("--cpus", default="0", help="CPUs to pin to, e.g. 0 or 0,1 ('' = no pinning)")
+    ap.add_argument("--csv", default="figures/data/sim_vs_real.csv", help="the table (other files go beside it)")
+    ap.add_argument("--figure", default="figures/sim_vs_real", help="the figure, without suffix")
+    ap.add_argument("--no-pause", action="store_true", help="do not pause the background uptraining job")
     ap.add_argument("--tables", action="store_true", help="only rewrite sim_vs_real.md from the CSVs")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def check_args(args) -> tuple[list[int], list[str]]:
+    """The batch sizes and schedulers, every input checked before a model loads."""
+    from sim.errors import ConfigError
+    from sim.registry import discover_all, scheduler_registry
+
+    from .cli import check_device
+
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        raise ConfigError(f"--batches {args.batches}: give integers, e.g. 8,16,32") from None
+    discover_all()
+    schedulers = args.schedulers.split(",")
+    for s in schedulers:
+        if s not in scheduler_registry.names():
+            raise ConfigError(f"--schedulers: {s!r} is not known; valid: {', '.join(scheduler_registry.names())}")
+    if not Path(args.trace).is_file():
+        raise ConfigError(f"--trace {args.trace}: no such file")
+    if args.profile is not None:
+        from sim.cost_profiled import read_profile
+        read_profile(args.profile)
+    check_device(args.device, f"--device {args.device}")
+    return batches, schedulers
+
+
+def _run(args, argv: list[str]) -> int:
+    from sim.config import load_config
+    from sim.cost_profiled import ProfiledCost, read_profile
+    from sim.simulation import load_run_trace
+    from sim.trace_io import repo_relative
+
+    from .execute import compose, run_real
+    from .profile_steps import StepProfiler, build_packed, default_profile_path, run_profile
+    from .quiet import background_paused, pin
+
     if args.tables:
         csv = Path(args.csv)
         csv.with_name("sim_vs_real.md").write_text(
             markdown(pd.read_csv(csv), pd.read_csv(csv.with_name("sim_vs_real_speedups.csv"))))
         return 0
+    batches, schedulers = check_args(args)
     t_start = time.perf_counter()
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
     # the trace is named in every row's overrides, so that they keep reproducing the row
@@ -244,8 +300,6 @@ def main(argv: list[str] | None = None) -> int:
     base_cfg = load_config(compose(base_ov))
     packed, tok = build_packed(base_cfg, args.device, dtype_from_args(args))
     command = " ".join(["python -m traces.validate"] + [shlex.quote(a) for a in argv])
-    batches = [int(b) for b in args.batches.split(",")]
-    schedulers = args.schedulers.split(",")
     sizes = {b: workload_size(b, args.seed, args.min_tokens, base_ov) for b in batches}
     runs: dict[tuple, list] = {}
     step_logs = []
@@ -285,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"({time.perf_counter() - t_start:.0f} s so far)", file=sys.stderr)
         profile_passes(args.reps)
         if profiler is not None:
-            run_profile(base_cfg, packed, Path(args.profile_out), args.points, args.profile_reps, args.seed,
+            profile_path = Path(args.profile_out or default_profile_path(args.device, base_cfg.model.name))
+            run_profile(base_cfg, packed, profile_path, args.points, args.profile_reps, args.seed,
                         command, placement, paused is not None, measured=profiler, runs=run_profiler)
-            profile_path = Path(args.profile_out)
         else:
             profile_path = Path(args.profile)
     bundled = profile_path.resolve() == BUNDLED.resolve()
@@ -331,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(table, steps, Path(args.figure))
     step_err = steps.predicted_s / steps.seconds - 1
     summary = {
-        "command": command, "profile": str(profile_path), "seconds": time.perf_counter() - t_start,
+        "command": command, "profile": repo_relative(profile_path), "seconds": time.perf_counter() - t_start,
         "points": len(table), "max_abs_error": float(table.error.abs().max()),
         "median_abs_error": float(table.error.abs().median()),
         "roofline_median_abs_error": float(table.roofline_error.abs().median()),

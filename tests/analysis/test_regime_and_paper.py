@@ -16,6 +16,7 @@ from tests.sim.test_cli import REPO
 CSV = REPO / "figures" / "data" / "paper_reproduction.csv"
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_one_schedule_priced_by_every_regime_equals_separate_runs():
     """A SmolLM2 point at batch 8: each regime's throughput equals `sim.run` with that regime's overrides."""
     smol = next(s for s in settings() if s.name == "smollm2")
@@ -44,6 +45,7 @@ def test_measured_gpu_map_prices_each_regime_as_its_own_run():
     assert priced[label] != pytest.approx(priced[GPU_REGIMES[0][0]], rel=0.01)  # measured differs from roofline
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_gemma_regimes_compose_in_the_paper_setting():
     """Every regime composes on the paper setting's trace (a cost model refuses another's keys);
     the layer-step regime takes the paper's fitted cost per layer, the others their own keys."""
@@ -60,6 +62,7 @@ def test_gemma_regimes_compose_in_the_paper_setting():
             assert not hasattr(cfg.cost, "layer_s")
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_paper_setting_with_another_cost_model_is_one_line_naming_the_key():
     """+paper sets cost.layer_s; under cost=roofline that key is refused with its name, exit code 2."""
     from tests.sim.test_cli import run_cli
@@ -69,6 +72,7 @@ def test_paper_setting_with_another_cost_model_is_one_line_naming_the_key():
     assert done.stderr.strip().count("\n") == 0 and "layer_s" in done.stderr and "RooflineCostConfig" in done.stderr
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_reproduction_table_has_the_issue_columns_and_fits():
     table = pd.read_csv(CSV)
     assert list(table.columns[:6]) == ["row", "paper_x", "rrtsim_tok_s", "rrtsim_x", "fitted", "overrides"]

@@ -56,6 +56,7 @@ def test_default_main_job_runs_on_bundled_trace(tmp_path):
     assert [k for k in metrics if k not in documented] == []  # docs/metrics.md lists every key
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_bad_trace_is_one_line_error_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.parquet"
     write_trace(trace_frame([[1, 2, 7]]), bad, 3, {})
@@ -68,6 +69,7 @@ def test_bad_trace_is_one_line_error_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_bad_config_value_is_one_line_error(tmp_path):
     proc = run_cli("scheduler.batch_size=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -90,6 +92,7 @@ def test_a_key_of_another_option_is_one_line_error(tmp_path):
     assert "step_overhead_s" in proc.stderr and "ConstantCostConfig" in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_help_lists_the_registered_options_only():
     out = run_cli("--help").stdout
     assert "scheduler: static, continuous, sync_exit, depthwise, speculative\n" in out
@@ -107,6 +110,7 @@ def test_the_model_follows_the_trace(tmp_path):
     assert "smollm2_135m_r3_mc, 3 loops: the model the trace's metadata names" in proc.stdout
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_a_trace_without_layout_on_a_model_of_other_loops_lists_models(small_trace, tmp_path):
     # static ignores exits, and still refuses (every scheduler does: tests/sim/test_config.py)
     proc = run_cli(f"trace.path={small_trace}", "scheduler=static", f"hydra.run.dir={tmp_path / 'run'}")

@@ -112,6 +112,7 @@ def _sim_run_without_torch(*overrides: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_sim_run_cost_profiled_needs_no_torch(tmp_path):
     proc = _sim_run_without_torch("cost=profiled", "workload.num_requests=20", "progress=false",
                                   f"hydra.run.dir={tmp_path}")
@@ -120,6 +121,7 @@ def test_sim_run_cost_profiled_needs_no_torch(tmp_path):
     assert m["cost"] == "profiled" and m["makespan_s"] > 0
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_profile_of_another_layout_stops_the_cli_with_one_line(tmp_path):
     proc = _sim_run_without_torch("cost=profiled", "model=smollm2_135m_vanilla", "exit=none",
                                   f"hydra.run.dir={tmp_path / 'run'}")

@@ -371,6 +371,7 @@ def test_cli_done_when_command_matches_closed_form(cli_trace, tmp_path, batch):
     assert "acceptance rate" in proc.stdout
 
 
+@pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_cli_refuses_trace_without_correct(tmp_path):
     from sim.trace import write_trace
     from tests.sim.test_cli import run_cli

@@ -218,12 +218,13 @@ def test_unsupported_kv_policy_is_a_config_error(packed):
         RealSteps(packed, 2, np.array([3]), [np.arange(5)], "propagate")
 
 
-def test_execute_without_torch_says_install_traces_extra():
+def test_execute_without_torch_says_install_cpu_torch_first():
     code = ("import sys; sys.modules['torch'] = None; from traces.execute import main; "
             "sys.exit(main(['scheduler=depthwise']))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 2
-    assert p.stderr.strip().count("\n") == 0 and "traces" in p.stderr and "extra" in p.stderr
+    assert p.stderr.strip().count("\n") == 0
+    assert p.stderr.index("pip install torch==2.13.0") < p.stderr.index("pip install -e '.[traces]'")
 
 
 def _live(packed, scheduler: str, threshold: float, seed: int = 5):

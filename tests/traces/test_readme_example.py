@@ -33,11 +33,17 @@ def test_smallest_example_runs_as_written(tmp_path):
     cache.mkdir()
     if (cache_root() / "base").is_dir():
         (cache / "base").symlink_to(cache_root() / "base")
-    env = {**os.environ, "RRTSIM_CACHE": str(cache)}
+    # PYTHONPATH: this checkout's code, not whichever rrtsim is installed, from the scratch directory
+    env = {**os.environ, "RRTSIM_CACHE": str(cache), "PYTHONPATH": str(README.parents[1])}
     for cmd in cmds:
         done = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=900)
         assert done.returncode == 0, f"{cmd}\n{done.stderr[-2000:]}"
     assert (tmp_path / "runs/traces/demo.md").exists()
+    run = tmp_path / "runs/uptrain/demo"
+    # the Outputs the README lists, and nothing beside them once training is over
+    assert sorted(f.name for f in run.iterdir()) == ["best.pt", "curve.csv", "last.pt", "log.txt"]
+    log = (run / "log.txt").read_text()
+    assert "-1.0000" not in log and "best held-out final-loop agreement" in log
     metrics = json.loads(next((tmp_path / "outputs").rglob("metrics.json")).read_text())
     assert metrics["scheduler"] == "depthwise" and metrics["num_requests"] == 4
