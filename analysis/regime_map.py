@@ -35,7 +35,7 @@ from sim.config import CONF_DIR, RunConfig, validate
 from sim.cost import CostModel, StepLoad, make_cost_model
 from sim.errors import UserError
 from sim.simulation import simulate
-from sim.step import StepBatch
+from sim.step import StepBatch, StepClock
 from sim.trace import load_trace
 
 # One line per cost regime: (label, overrides on top of a setting). Add a regime here
@@ -146,7 +146,7 @@ def gpu_settings() -> list[Setting]:
                     None, (8, 32, 128), 4, 32, regimes=tuple(GPU_REGIMES))]
 
 
-class PricedSteps:
+class PricedSteps(StepClock):
     """A clock that runs on the first cost model and sums every model's step times."""
 
     needs_batch = False

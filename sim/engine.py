@@ -1,7 +1,7 @@
 """The accelerator as one SimPy process: one timeout per loop step.
 
-Each iteration asks the scheduler which tokens compute, lets `SlotState` advance
-them, asks the cost model how long that took, and waits that long in simulated
+Each iteration asks the scheduler which slots compute, lets it advance them (through
+`SlotState`), asks the step clock how long that took, and waits that long in simulated
 time. With nothing to compute it sleeps until the next arrival. One process and
 one event per step, not one per request or token, is what keeps long workloads
 fast (reference.md: ~40x cheaper than a process per request).
@@ -28,7 +28,8 @@ class Timeline:
 
     start: list[float] = field(default_factory=list)
     duration: list[float] = field(default_factory=list)
-    loop: list[np.ndarray] = field(default_factory=list)  # per step: loop each slot ran, 0 = idle
+    # per step: loop each slot ran (its deepest row's, under depthwise_spec), 0 = idle
+    loop: list[np.ndarray] = field(default_factory=list)
     request: list[np.ndarray] = field(default_factory=list)  # per step: request in each slot, -1 = empty
 
 
@@ -51,18 +52,20 @@ class Engine:
                   disable=None if self.progress else True, leave=False) as bar:
             self.env.process(self._serve(bar))
             self.env.run()
-        self.state.check_complete()
+        self.scheduler.check_complete()
         return float(self.env.now)
 
     def _serve(self, bar: tqdm):
-        env, st, sched = self.env, self.state, self.scheduler
-        step_seconds, want_batch = self.clock.step_seconds, self.clock.needs_batch
-        live = getattr(self.clock, "decides_exits", False)
-        timeout, run, computing, after_step = env.timeout, st.run, sched.computing, sched.after_step
+        env, st, sched, clock = self.env, self.state, self.scheduler, self.clock
+        stats, n_requests = st.stats, st.wl.num_requests
+        step_seconds, want_batch = clock.step_seconds, clock.needs_batch
+        live = clock.decides_exits  # the real model decides who leaves at each loop (exit=live)
+        accepting = sched.accepts_live  # ... and whether each final token equals its draft
+        timeout, step, computing, after_step = env.timeout, sched.step, sched.computing, sched.after_step
         st.admit(env.now)
         shown = 0
         busy = 0.0
-        while st.finished < st.n_requests:
+        while stats.finished < n_requests:
             idx = computing()
             if idx.size == 0:
                 nxt = st.next_arrival()
@@ -71,13 +74,15 @@ class Engine:
                 yield timeout(nxt - env.now)
                 st.admit(env.now)
                 continue
-            recording = st.steps < self.timeline_steps
+            recording = stats.steps < self.timeline_steps
             if recording:
                 self._record(idx)
-            load, exited, batch = run(idx, want_batch)
+            load, exited, batch = step(idx, want_batch)
             dt = step_seconds(load, batch)
-            if live:  # the real model decided who leaves at this loop
-                exited = st.settle_exits(idx, batch.loops, self.clock.leaving)
+            if live:
+                exited = st.settle_exits(idx, batch.loops, clock.leaving)
+            if accepting:
+                sched.settle_acceptance(clock.accepted)
             if not 0.0 < dt < math.inf:
                 raise InvariantError(f"step time {dt} s is not a positive finite number")
             if recording:
@@ -85,16 +90,16 @@ class Engine:
             busy += dt
             yield timeout(dt)
             after_step(exited, env.now)
-            if st.steps % 512 == 0:
-                bar.update(st.emitted - shown)
-                shown = st.emitted
-        bar.update(st.emitted - shown)
+            if stats.steps % 512 == 0:
+                bar.update(stats.emitted - shown)
+                shown = stats.emitted
+        bar.update(stats.emitted - shown)
         self.busy_s = busy
 
     def _record(self, idx: np.ndarray) -> None:
         st, tl = self.state, self.timeline
         tl.start.append(float(self.env.now))
         loop = np.zeros(st.batch_size, dtype=np.int64)
-        loop[idx] = st.loop[idx]
+        loop[idx] = self.scheduler.shown_loops(idx)
         tl.loop.append(loop)
-        tl.request.append(st.req.copy())
+        tl.request.append(st.slots.req.copy())

@@ -29,19 +29,20 @@ def request_table(wl: Workload, st: SlotState) -> pd.DataFrame:
         "prompt_len": wl.prompt_len,
         "gen_len": wl.gen_len,
         "arrival_s": wl.arrival,
-        "admitted_s": st.admitted_at,
-        "first_token_s": st.first_token_at,
-        "finish_s": st.finished_at,
+        "admitted_s": st.stats.admitted_at,
+        "first_token_s": st.stats.first_token_at,
+        "finish_s": st.stats.finished_at,
     })
 
 
 def summarize(wl: Workload, st: SlotState, makespan: float, busy_s: float) -> dict[str, Any]:
-    ttft = st.first_token_at - wl.arrival
-    e2e = st.finished_at - wl.arrival
+    stats = st.stats
+    ttft = stats.first_token_at - wl.arrival
+    e2e = stats.finished_at - wl.arrival
     later = wl.gen_len - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(later > 0, (st.finished_at - st.first_token_at) / later, np.nan)
-    slots = max(st.peak_active, 1)
+        tpot = np.where(later > 0, (stats.finished_at - stats.first_token_at) / later, np.nan)
+    slots = max(stats.peak_active, 1)
     return {
         "num_requests": wl.num_requests,
         "num_tokens": wl.num_tokens,
@@ -49,11 +50,11 @@ def summarize(wl: Workload, st: SlotState, makespan: float, busy_s: float) -> di
         "busy_s": busy_s,
         "throughput_tok_s": wl.num_tokens / makespan if makespan > 0 else float("nan"),
         "mean_exit_loop": float(st.exits.mean()) if st.exits.size else float("nan"),
-        "loop_steps": st.steps,
-        "loop_steps_per_token": st.steps / max(wl.num_tokens, 1),
-        "fill_token_loops": st.fill_token_loops,
-        "slot_utilization": st.token_loops / (st.steps * slots) if st.steps else 0.0,
-        "effective_batch": st.peak_active,
+        "loop_steps": stats.steps,
+        "loop_steps_per_token": stats.steps / max(wl.num_tokens, 1),
+        "fill_token_loops": stats.fill_token_loops,
+        "slot_utilization": stats.token_loops / (stats.steps * slots) if stats.steps else 0.0,
+        "effective_batch": stats.peak_active,
         "peak_kv_bytes": int(st.memory.peak),
         "kv_capacity_bytes": float(st.memory.capacity),
         "ttft_p50_s": _pct(ttft, 50),

@@ -68,10 +68,18 @@ def format_summary(m: dict[str, Any], model_from_trace: bool = False, profile: d
         else:
             value = fmt.format(m[key]) if m[key] is not None else "n/a"
         lines.append(f"  {label:<20} {value}")
-    if m.get("acceptance_rate") is not None:  # scheduler=speculative
-        lines.append(f"  {'acceptance rate':<20} {m['acceptance_rate']:.1%} of {m['drafted_tokens']:,} drafts "
+    if m.get("rounds") is not None:  # scheduler=speculative
+        rate = "n/a" if m["acceptance_rate"] is None else f"{m['acceptance_rate']:.1%}"
+        lines.append(f"  {'acceptance rate':<20} {rate} of {m['drafted_tokens']:,} drafts "
                      f"(K={m['draft_len']}, d={m['draft_loops']})")
         lines.append(f"  {'tokens / round':<20} {m['mean_tokens_per_round']:.3f} over {m['rounds']:,} rounds")
+    if m.get("rows_run") is not None:  # scheduler=depthwise_spec
+        rate = "n/a" if m["acceptance_rate"] is None else f"{m['acceptance_rate']:.1%}"
+        lines.append(f"  {'acceptance rate':<20} {rate} of {m['verified_drafts']:,} drafts "
+                     f"(d={m['draft_loops']}, accept={m['accept']})")
+        lines.append(f"  {'rows run':<20} {m['rows_run']:,} ({m['row_loops']:,} row-loops)")
+        lines.append(f"  {'rows discarded':<20} {m['rows_discarded']:,} ({m['discarded_row_loops']:,} row-loops)")
+        lines.append(f"  {'rows / step':<20} {m['mean_rows_per_step']:.3f}")
     return "\n".join(lines)
 
 

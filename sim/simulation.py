@@ -71,13 +71,18 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
                                  m.layers_per_block,
                                  checks_every_loop=exit_cfg.policy != "none" and cfg.exit.head_every_loop,
                                  edge_layers=bool(m.prelude_layers or m.coda_layers))
-    state.emit_log = [] if log_emits else None
-    if clock is not None and not hasattr(clock, "step_seconds"):
+    state.stats.emit_log = [] if log_emits else None
+    if clock is not None and not isinstance(clock, StepClock):
         clock = clock(wl, state)  # a real backend's factory
     clock = clock or CostedSteps(make_cost_model(cfg.cost, cfg.hardware, m))
-    if live and not getattr(clock, "decides_exits", False):
+    if live and not clock.decides_exits:
         raise ConfigError(f"exit={exit_cfg.policy} needs a step clock that decides exits (the real backend)")
     scheduler = sched_cls(state, cfg.scheduler)
+    if scheduler.accepts_live and not clock.decides_acceptance:
+        raise ConfigError(f"scheduler={cfg.scheduler.name} scheduler.accept=live is verified by the real model as "
+                          f"it runs: use python -m traces.execute scheduler={cfg.scheduler.name} "
+                          f"scheduler.accept=live --checkpoint PATH (scheduler.accept=trace replays the trace's "
+                          f"correct_d)")
     engine = Engine(state, scheduler, clock,
                     progress=cfg.progress, timeline_steps=timeline_steps)
     makespan = engine.run()
@@ -101,4 +106,4 @@ def simulate(cfg: RunConfig, trace: Trace | None = None, timeline_steps: int = 0
         **scheduler.extra_metrics(),
     }
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-    return SimulationResult(metrics, request_table(wl, state), engine.timeline, state.emit_log)
+    return SimulationResult(metrics, request_table(wl, state), engine.timeline, state.stats.emit_log)

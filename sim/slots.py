@@ -1,92 +1,52 @@
 """Per-slot bookkeeping shared by every scheduler: the state of the batch.
 
-A slot holds one request at a time and, within it, the one token being decoded
-(generation is autoregressive, so a request never has two tokens in flight).
-All per-slot state lives in numpy arrays so that one engine step costs a fixed
-handful of vector operations whatever the batch size, and no Python object
-exists per token. Schedulers only decide *which* slots compute in the next loop
-step, *when* tokens are emitted and requests admitted, and in which order waiting
-requests are offered a slot (`order`, FIFO when None); the mechanics of doing so live
-here, once. What an exited token does about KV is its KV policy's (sim/kv_policy.py).
+A slot holds one request at a time. All per-slot state lives in numpy arrays so that
+one engine step costs a fixed handful of vector operations whatever the batch size,
+and no Python object exists per token. Schedulers only decide *which* slots compute
+in the next loop step, *when* tokens are emitted and requests admitted, and in which
+order waiting requests are offered a slot; the mechanics of doing so live here, once.
+
+`SlotState` puts together the parts, each with one job: the request queue and
+admission (sim/admission.py), the slot arrays (`SlotArrays`, here), KV accounting
+(sim/slot_context.py), the run's counters (sim/run_stats.py) and, for schedulers that
+keep several rows of a request in flight, those rows (sim/rows.py). Most schedulers
+decode one row per slot, the slot arrays' `tok`/`loop`/`exit_at`; `run` steps them.
+Row schedulers step their `InFlight` rows through `run_rows`. Emission (`deliver`) is
+the same for both.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
+from sim.admission import AdmissionOrder, RequestQueue
 from sim.cost import StepLoad
-from sim.errors import ConfigError, InvariantError
-from sim.kv_policy import KVPolicy, kv_policy as as_kv_policy
+from sim.errors import InvariantError
+from sim.kv_policy import KVPolicy
 from sim.memory import KVMemory
+from sim.rows import InFlight, StepRows, step_load
+from sim.run_stats import RunStats
+from sim.slot_context import SlotContext
 from sim.step import StepBatch
 from sim.workload import Workload
 
-# Admission order: given the arrived, waiting requests (indices, arrival order), the
-# order in which they are offered free slots. None: FIFO, on a faster path.
-AdmissionOrder = Callable[[np.ndarray], np.ndarray]
+__all__ = ["AdmissionOrder", "SlotArrays", "SlotState"]
 
 
-class SlotState:
-    def __init__(self, wl: Workload, batch_size: int, memory: KVMemory, kv_policy: str | KVPolicy,
-                 layers_per_block: int, checks_every_loop: bool, edge_layers: bool = False):
-        self.wl = wl
-        n = self.n_loops = wl.num_loops
-        self.batch_size = batch_size
-        self.memory = memory
-        self.kv = as_kv_policy(kv_policy)
-        self.order: AdmissionOrder | None = None  # set by a scheduler that reorders admission
-        self._now = 0.0  # time of the last admission attempt
-        self.layers_per_block = layers_per_block
-        self.checks_every_loop = checks_every_loop
-        self.edge_layers = edge_layers  # the model has prelude/coda layers: their context is needed
-        self.exits = wl.exit_loop.astype(np.int64)
-        self.offsets = wl.offsets
-        self.need = memory.request_bytes(wl.prompt_len, wl.gen_len)  # KV reserved per request
-        if memory.limited and wl.num_requests:
-            worst = int(np.argmax(self.need))
-            if self.need[worst] > memory.capacity:
-                raise ConfigError(
-                    f"request {worst} needs {self.need[worst] / 1e9:.2f} GB of KV cache "
-                    f"({wl.prompt_len[worst]} prompt + {wl.gen_len[worst]} generated tokens) but only "
-                    f"{memory.capacity / 1e9:.2f} GB are free after the weights: it can never run")
+class SlotArrays:
+    """Who sits in each slot and where its request stands."""
+
+    def __init__(self, batch_size: int):
         b = batch_size
         self.occupied = np.zeros(b, dtype=bool)
         self._active: np.ndarray | None = np.zeros(0, dtype=np.int64)  # occupied slots, cached
         self.req = np.full(b, -1, dtype=np.int64)
-        self.tok = np.zeros(b, dtype=np.int64)  # position of the token in flight
-        self.loop = np.zeros(b, dtype=np.int64)  # next loop it runs; > exit_at once it has exited
+        self.tok = np.zeros(b, dtype=np.int64)  # first position not emitted yet: the (oldest) row in flight
+        self.loop = np.zeros(b, dtype=np.int64)  # next loop its row runs; > exit_at once it has exited
         self.exit_at = np.zeros(b, dtype=np.int64)
-        self.gen = np.zeros(b, dtype=np.int64)
+        self.gen = np.zeros(b, dtype=np.int64)  # tokens the request generates
+        self.prompt = np.zeros(b, dtype=np.int64)  # its prompt length
         self.base = np.zeros(b, dtype=np.int64)  # offset of the slot's request in the token arrays
-        # ctx[s, k]: positions the slot's token attends to at loop k (itself included);
-        # column 0 counts every position (what unique prelude/coda layers see). Which loops
-        # an emitted token adds to is the KV policy's answer (row e: an exit at loop e).
-        self.ctx = np.zeros((b, n + 2), dtype=np.int64)
-        self._kv_gain = self.kv.context_gain(n)
-        # KV fills owed per loop by exited tokens, paid when the slot's next token runs that
-        # loop (kv_policy=recompute: FREE's synchronized parallel decoding).
-        self._owed_gain = self.kv.fills_owed(n)
-        self.owed = np.zeros((b, n + 2), dtype=np.int64) if self._owed_gain is not None else None
-        n_req = self.n_requests = wl.num_requests
-        self.arrival = wl.arrival
-        self.admitted_at = np.full(n_req, np.nan)
-        self.first_token_at = np.full(n_req, np.nan)
-        self.finished_at = np.full(n_req, np.nan)
-        self.next_req = 0  # every request before it has been admitted
-        self.waiting = np.ones(n_req, dtype=bool)  # not admitted yet (for a reordered admission)
-        self.finished = 0
-        self.emitted = 0
-        self.prefill: list[int] = []
-        self.prefill_req: list[int] = []  # the same admissions, as request indices
-        # (request, position, time) of every emitted token, when a test asks for it
-        self.emit_log: list[tuple[np.ndarray, np.ndarray, float]] | None = None
-        # counters for metrics
-        self.steps = 0
-        self.token_loops = 0  # useful loop work (fills excluded)
-        self.fill_token_loops = 0
-        self.peak_active = 0
 
     def active(self) -> np.ndarray:
         """Indices of occupied slots (cached until admission or a finish changes them)."""
@@ -94,179 +54,186 @@ class SlotState:
             self._active = np.flatnonzero(self.occupied)
         return self._active
 
-    def next_arrival(self) -> float | None:
-        """When the next request arrives that has not arrived yet (None: all have)."""
-        if self.order is None:
-            return float(self.arrival[self.next_req]) if self.next_req < self.n_requests else None
-        r = max(self.next_req, int(np.searchsorted(self.arrival, self._now, side="right")))
-        return float(self.arrival[r]) if r < self.n_requests else None
-
-    def admit(self, now: float) -> int:
-        """Fill free slots with arrived requests while their KV fits, in arrival order
-        (FIFO, no overtaking) or in the scheduler's `order`."""
-        self._now = now
-        r, n_req = self.next_req, self.n_requests
-        if r >= n_req or self.arrival[r] > now or self.active().size == self.batch_size:
-            return 0
-        if self.order is None:
-            candidates = None
-        else:
-            arrived = int(np.searchsorted(self.arrival, now, side="right"))
-            candidates = self.order(r + np.flatnonzero(self.waiting[r:arrived]))
-        admitted = 0
-        for i, s in enumerate(np.flatnonzero(~self.occupied)):
-            if candidates is None:
-                r = self.next_req
-                if r >= n_req or self.arrival[r] > now:
-                    break
-            elif i < candidates.size:
-                r = int(candidates[i])
-            else:
-                break
-            if not self.memory.fits(self.need[r]):
-                break
-            self._place(s, r, now)
-            admitted += 1
-        if admitted:
-            self._active = None
-            self.peak_active = max(self.peak_active, self.active().size)
-        return admitted
-
-    def _place(self, s: int, r: int, now: float) -> None:
-        wl = self.wl
-        self.memory.reserve(int(self.need[r]))
-        self.waiting[r] = False
-        if r == self.next_req:
-            nxt = r + 1
-            while nxt < self.n_requests and not self.waiting[nxt]:
-                nxt += 1
-            self.next_req = nxt
+    def place(self, s: int, r: int, base: int, gen: int, prompt: int, exit_at: int) -> None:
         self.occupied[s] = True
+        self._active = None
         self.req[s] = r
         self.tok[s] = 0
         self.loop[s] = 1
-        self.base[s] = self.offsets[r]
-        self.exit_at[s] = self.exits[self.offsets[r]]
-        self.ctx[s] = wl.prompt_len[r] + 1
-        self.gen[s] = wl.gen_len[r]
-        self.admitted_at[r] = now
-        self.prefill.append(int(wl.prompt_len[r]))
-        self.prefill_req.append(r)
+        self.base[s] = base
+        self.exit_at[s] = exit_at
+        self.gen[s] = gen
+        self.prompt[s] = prompt
 
+    def vacate(self, slots: np.ndarray) -> None:
+        self.occupied[slots] = False
+        self._active = None
+        self.req[slots] = -1
+        self.loop[slots] = 0
+        self.exit_at[slots] = 0
+
+
+class SlotState:
+    def __init__(self, wl: Workload, batch_size: int, memory: KVMemory, kv_policy: str | KVPolicy,
+                 layers_per_block: int, checks_every_loop: bool, edge_layers: bool = False,
+                 rows_per_slot: int = 0):
+        self.wl = wl
+        self.n_loops = wl.num_loops
+        self.batch_size = batch_size
+        self.memory = memory
+        self.checks_every_loop = checks_every_loop
+        self.edge_layers = edge_layers  # the model has prelude/coda layers: their context is needed
+        self.exits = wl.exit_loop.astype(np.int64)
+        self.offsets = wl.offsets
+        self.queue = RequestQueue(wl, memory)
+        self.slots = SlotArrays(batch_size)
+        self.kv = SlotContext(kv_policy, batch_size, self.n_loops, layers_per_block)
+        self.stats = RunStats(wl.num_requests)
+        # several rows per slot (a row scheduler); None: the slot arrays' one row
+        self.rows = InFlight(batch_size, rows_per_slot) if rows_per_slot else None
+
+    # -- admission ------------------------------------------------------------------
+    def active(self) -> np.ndarray:
+        return self.slots.active()
+
+    def next_arrival(self) -> float | None:
+        return self.queue.next_arrival()
+
+    def admit(self, now: float) -> int:
+        """Fill free slots with arrived requests while their KV fits, in arrival order
+        (FIFO, no overtaking) or in the scheduler's order (`queue.order`)."""
+        sl = self.slots
+        if not self.queue.ready(now) or sl.active().size == self.batch_size:
+            return 0
+        placed = self.queue.take(now, np.flatnonzero(~sl.occupied))
+        wl, at = self.wl, self.stats.admitted_at
+        for s, r in placed:
+            base = int(self.offsets[r])
+            prompt = int(wl.prompt_len[r])
+            sl.place(s, r, base, int(wl.gen_len[r]), prompt, int(self.exits[base]))
+            self.kv.place(s, prompt)
+            at[r] = now
+        if placed:
+            self.stats.peak_active = max(self.stats.peak_active, sl.active().size)
+        return len(placed)
+
+    # -- one step -------------------------------------------------------------------
     def run(self, idx: np.ndarray, want_batch: bool = False) -> tuple[StepLoad, np.ndarray, StepBatch | None]:
-        """Advance the given slots by one loop; return the step's load, the slots whose
+        """Advance the given slots' rows by one loop; return the step's load, the slots whose
         token just ran its exit loop, and (if `want_batch`) who computed, for a real backend."""
-        n_loops = self.n_loops
-        loops = self.loop[idx]
-        exit_at = self.exit_at[idx]
+        sl, kv, stats = self.slots, self.kv, self.stats
+        loops = sl.loop[idx]
+        exit_at = sl.exit_at[idx]
         leaving = loops == exit_at  # a token run past its exit shows up in check_complete
-        ctx = self.ctx[idx, loops]
-        n = idx.size
-        tokens, context, kv_proj = n, int(ctx.sum()), 0
-        if self.owed is not None:
-            fills = self.owed[idx, loops]
-            nf = int(fills.sum())
-            if nf:
-                tokens += nf
-                context += int(fills @ ctx)
-                self.fill_token_loops += nf
-                self.owed[idx, loops] = 0
-        if self.kv.acts_on_early_exit:
+        ctx = kv.ctx[idx, loops]
+        fills, fill_context = kv.pay_fills(idx, loops, ctx)
+        stats.fill_token_loops += fills
+        kv_proj = 0
+        if kv.policy.acts_on_early_exit:
             # exited before the last loop while later tokens will want its deeper KV
-            early = leaving & (exit_at < n_loops) & (self.tok[idx] + 1 < self.gen[idx])
+            early = leaving & (exit_at < self.n_loops) & (sl.tok[idx] + 1 < sl.gen[idx])
             if early.any():
-                kv_proj = self.kv.projection_layers(n_loops - exit_at[early], self.layers_per_block)
-                if self.owed is not None:
-                    self.owed[idx[early]] += self._owed_gain[exit_at[early]]
-        hist = np.bincount(loops, minlength=n_loops + 1)
-        exited = idx[leaving]
+                kv_proj = kv.exited_early(idx[early], exit_at[early])
         # an exit check is what leaving is: coda layers, final norm, head (one exit semantics),
         # so with checks every loop every computing token runs the coda
-        coda = np.ones(n, dtype=bool) if self.checks_every_loop else leaving
-        entering_context = exiting_context = 0
-        if self.edge_layers:
-            full = self.ctx[idx, 0]
-            entering_context = int(full @ (loops == 1))
-            exiting_context = int(full @ coda)
-        load = StepLoad(
-            tokens=tokens,
-            distinct_loops=int(np.count_nonzero(hist)),
-            context=context,
-            entering=int(hist[1]),
-            entering_context=entering_context,
-            exiting=int(np.count_nonzero(coda)),
-            exiting_context=exiting_context,
-            heads=int(np.count_nonzero(coda)),
-            kv_proj_layers=kv_proj,
-            prefill=self.prefill,
-        )
+        heads = np.ones(idx.size, dtype=bool) if self.checks_every_loop else leaving
+        prefill, admitted = self.queue.prefilled()
+        load = step_load(loops, ctx, heads, prefill, self.n_loops,
+                         full_context=kv.ctx[idx, 0] if self.edge_layers else None,
+                         fills=fills, fill_context=fill_context, kv_proj_layers=kv_proj)
         batch = None
         if want_batch:
-            batch = StepBatch(slots=idx, requests=self.req[idx], positions=self.tok[idx], loops=loops,
-                              leaving=leaving, admitted=np.asarray(self.prefill_req, dtype=np.int64))
-        self.prefill = []
-        self.prefill_req = []
-        self.loop[idx] = loops + 1
-        self.steps += 1
-        self.token_loops += n
-        return load, exited, batch
+            batch = StepBatch(slots=idx, requests=sl.req[idx], positions=sl.tok[idx], loops=loops,
+                              leaving=leaving, admitted=np.asarray(admitted, dtype=np.int64))
+        sl.loop[idx] = loops + 1
+        stats.steps += 1
+        stats.token_loops += idx.size
+        return load, idx[leaving], batch
+
+    def run_rows(self, rows: StepRows, want_batch: bool = False, contract_drafting: bool = True,
+                 kv_shared: int | None = None, busy: int | None = None) -> tuple[StepLoad, StepBatch | None]:
+        """A row scheduler's step: price `rows` (chosen from `self.rows`, already advanced by
+        the caller) and, if asked, list them for a real backend. `token_loops` counts busy
+        slots (a slot computes when any of its rows does), for slot utilization.
+        `kv_shared` and `busy` are computed from the rows unless the caller knows them."""
+        prefill, admitted = self.queue.prefilled()
+        load = rows.load(prefill, self.n_loops, kv_shared)
+        batch = None
+        if want_batch:
+            batch = rows.batch(self.slots.req[rows.slots], np.asarray(admitted, dtype=np.int64), contract_drafting)
+        if busy is None:
+            s = rows.slots
+            busy = int(np.count_nonzero(s[1:] != s[:-1])) + 1 if s.size else 0
+        self.stats.steps += 1
+        self.stats.token_loops += busy
+        return load, batch
 
     def settle_exits(self, idx: np.ndarray, loops: np.ndarray, leave: np.ndarray) -> np.ndarray:
         """exit=live: the tokens of the step just run (slots `idx` at `loops`) that the model
         let leave take this loop as their exit; return the slots whose token exited."""
-        early = leave & (loops < self.exit_at[idx])
+        sl = self.slots
+        early = leave & (loops < sl.exit_at[idx])
         if early.any():
             s = idx[early]
-            self.exit_at[s] = loops[early]
-            at = self.base[s] + self.tok[s]
+            sl.exit_at[s] = loops[early]
+            at = sl.base[s] + sl.tok[s]
             self.exits[at] = loops[early]  # the run's exits, for its metrics and token accounting
             self.wl.exit_loop[at] = loops[early]
-        return idx[loops == self.exit_at[idx]]
+        return idx[loops == sl.exit_at[idx]]
+
+    # -- emission -------------------------------------------------------------------
+    def deliver(self, idx: np.ndarray, now: float, count: np.ndarray | None = None) -> np.ndarray:
+        """Hand `count` tokens (one if None) to each slot's request, in position order, and
+        finish the requests that are complete: their slots, rows and KV are freed. Returns
+        which of `idx` finished."""
+        sl = self.slots
+        req, start = sl.req[idx], sl.tok[idx]
+        tok = start + 1 if count is None else start + count
+        self.stats.emitted_tokens(req, start, count, now)
+        sl.tok[idx] = tok
+        done = tok >= sl.gen[idx]
+        if done.any():
+            fin_req, fin = req[done], idx[done]
+            self.stats.finished_requests(fin_req, now)
+            self.queue.release(fin_req)
+            sl.vacate(fin)
+            self.kv.vacate(fin)
+            if self.rows is not None:
+                self.rows.clear(fin)
+        return done
 
     def emit(self, idx: np.ndarray, now: float) -> None:
         """Hand the given slots' tokens to their requests; start each request's next
         token at loop 1, or finish the request and free its slot and KV."""
         if idx.size == 0:
             return
-        exit_at = self.exit_at[idx]
-        req = self.req[idx]
-        tok = self.tok[idx] + 1  # tokens of the request emitted once this one is
-        if self.emit_log is not None:
-            self.emit_log.append((req.copy(), tok - 1, now))
-        self.first_token_at[req[tok == 1]] = now
-        self.tok[idx] = tok
-        self.emitted += idx.size
-        done = tok >= self.gen[idx]
+        exit_at = self.slots.exit_at[idx]
+        done = self.deliver(idx, now)
         if done.any():
-            fin_req = req[done]
-            self.finished_at[fin_req] = now
-            self.finished += fin_req.size
-            self.memory.release(int(self.need[fin_req].sum()))
-            fin = idx[done]
-            self.occupied[fin] = False
-            self._active = None
-            self.req[fin] = -1
-            self.loop[fin] = 0
-            self.exit_at[fin] = 0
-            if self.owed is not None:
-                self.owed[fin] = 0
             keep = ~done
-            idx, tok, exit_at = idx[keep], tok[keep], exit_at[keep]
+            idx, exit_at = idx[keep], exit_at[keep]
         if idx.size:
-            self.ctx[idx] += self._kv_gain[exit_at]
-            self.loop[idx] = 1
-            self.exit_at[idx] = self.exits[self.base[idx] + tok]
+            sl = self.slots
+            self.kv.emitted(idx, exit_at)
+            sl.loop[idx] = 1
+            sl.exit_at[idx] = self.exits[sl.base[idx] + sl.tok[idx]]
 
-    def check_complete(self) -> None:
-        """Token conservation: every request finished, every token emitted exactly once,
-        and exactly its exit loops run (a token scheduled past its exit, or emitted before
-        reaching it, breaks this count). Checked once, at the end, to keep steps cheap."""
-        wl = self.wl
-        if self.finished != wl.num_requests or self.emitted != wl.num_tokens:
-            raise InvariantError(f"finished {self.finished}/{wl.num_requests} requests and emitted "
-                                 f"{self.emitted}/{wl.num_tokens} tokens")
-        if self.token_loops != int(self.exits.sum()):
-            raise InvariantError(f"ran {self.token_loops} token-loops but the exits add up to "
-                                 f"{int(self.exits.sum())}: a token ran past its exit or emitted before it")
+    # -- end of run -----------------------------------------------------------------
+    def check_tokens(self) -> None:
+        """Token conservation: every request finished, every token emitted exactly once (its
+        count; a test's emission log checks which), and the KV given back."""
+        wl, stats = self.wl, self.stats
+        if stats.finished != wl.num_requests or stats.emitted != wl.num_tokens:
+            raise InvariantError(f"finished {stats.finished}/{wl.num_requests} requests and emitted "
+                                 f"{stats.emitted}/{wl.num_tokens} tokens")
         if self.memory.in_use != 0:
             raise InvariantError(f"{self.memory.in_use} B of KV still reserved after the run")
+
+    def check_complete(self) -> None:
+        """`check_tokens`, and exactly the exit loops run (a token scheduled past its exit,
+        or emitted before reaching it, breaks this count). Checked once, at the end, to keep
+        steps cheap."""
+        self.check_tokens()
+        if self.stats.token_loops != int(self.exits.sum()):
+            raise InvariantError(f"ran {self.stats.token_loops} token-loops but the exits add up to "
+                                 f"{int(self.exits.sum())}: a token ran past its exit or emitted before it")

@@ -31,9 +31,11 @@ import numpy as np
 
 from sim.config import ExitConfig, SchedulerConfig
 from sim.cost import StepLoad
-from sim.errors import ConfigError, InvariantError, TraceError
+from sim.drafts import draft_wrong
+from sim.errors import ConfigError, InvariantError
 from sim.exit_policy import Exits
 from sim.registry import scheduler_registry
+from sim.rows import StepRows
 from sim.schedulers.base import Scheduler
 from sim.slots import SlotState
 from sim.step import StepBatch
@@ -68,6 +70,20 @@ def accepted_runs(accepted: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.minimum(next_miss, end) - idx
 
 
+@dataclass
+class RoundCounts:
+    """What the rounds did, for the run's shape checks and its metrics."""
+
+    iterations: int = 0
+    rounds: int = 0  # request-rounds
+    drafted: int = 0  # drafted tokens (= verified tokens)
+    accepted: int = 0  # drafts accepted
+    draft_steps: int = 0
+    verify_steps: int = 0
+    draft_token_loops: int = 0
+    verify_token_loops: int = 0
+
+
 def round_emits(run_at_p: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Tokens a round emits: the a = min(run, k) accepted drafts, plus the verified token at
     the first mismatch when there is one (a < k)."""
@@ -75,42 +91,53 @@ def round_emits(run_at_p: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.where(a < k, a + 1, k)
 
 
-class SpeculativeSlots(SlotState):
-    """Slots that decode a round (up to K tokens) at a time instead of one token.
+@scheduler_registry.register("speculative", config=SpeculativeConfig, label="self-speculative",
+                             color="#D55E00", order=4, figures="speculative")
+class SpeculativeScheduler(Scheduler):
+    """Rounds of K drafted rows per slot (`SlotState.rows`, sim/rows.py), stepped in the
+    iteration's fixed shape: draft step i runs row i of every slot still drafting, at loops
+    1..d; the verify pass runs all of a slot's rows at loops d+1..N together. The iteration
+    ends by accepting and emitting. The state's `token_loops` counts busy slot-steps (for
+    slot utilization); the drafted row-loops are counted apart."""
 
-    `SlotState` admits, reserves KV and keeps the request timestamps; this class replaces
-    the per-token mechanics: `run` prices the current step of the iteration (a draft or a
-    verify loop step), `end_iteration` accepts and emits. `token_loops` counts busy
-    slot-steps (for slot utilization); the drafted token-loops are counted apart."""
+    honours_exits = False  # every emitted token is the final loop's: exit policies do not apply
+    cfg: SpeculativeConfig
 
-    def __init__(self, *args: Any, draft_len: int, draft_loops: int, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        n = self.n_loops
-        if not 1 <= draft_loops < n:
-            raise InvariantError(f"draft_loops={draft_loops} outside 1..{n - 1}")
-        self.draft_len, self.draft_loops = draft_len, draft_loops
-        self.draft_phase = draft_len * draft_loops  # loop steps of drafting per iteration
-        self.round_steps = self.draft_phase + n - draft_loops
+    def __init__(self, state: SlotState, cfg: SpeculativeConfig):
+        super().__init__(state, cfg)
+        n, d, K = state.n_loops, cfg.draft_loops, cfg.draft_len
+        if not 1 <= d < n:
+            raise InvariantError(f"draft_loops={d} outside 1..{n - 1}")
+        if state.rows is None or state.rows.loop.shape[1] < K:
+            raise InvariantError(f"slots built without room for K={K} rows: use make_state")
+        self.draft_len, self.draft_loops = K, d
+        self.draft_phase = K * d  # loop steps of drafting per iteration
+        self.round_steps = self.draft_phase + n - d
         # wl.wrong carries, per token, whether the loop-d draft differs from the final token
-        self.run_len = accepted_runs(~self.wl.wrong, self.offsets)
-        self.draft = np.zeros(self.batch_size, dtype=np.int64)  # k of each slot's round
+        self.run_len = accepted_runs(~state.wl.wrong, state.offsets)
+        rows = state.batch_size * K
+        self._true, self._false = np.ones(rows, dtype=bool), np.zeros(rows, dtype=bool)  # sliced per step
         self.phase = self.round_steps  # loop steps done in the current iteration (== round_steps: none)
-        self.iterations = 0
-        self.rounds = 0  # request-rounds
-        self.drafted = 0  # drafted tokens (= verified tokens)
-        self.accepted = 0  # drafts accepted
-        self.draft_steps = 0
-        self.verify_steps = 0
-        self.draft_token_loops = 0
-        self.verify_token_loops = 0
+        self.counts = RoundCounts()
+
+    @classmethod
+    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: SpeculativeConfig, loops: int) -> Exits:
+        """Every token runs all N loops (in its draft and verify passes); `wrong` carries
+        whether loop d's draft differs from the final token, which decides acceptance."""
+        wrong = draft_wrong(trace, cfg.draft_loops, loops, "speculative")
+        return np.full(trace.num_tokens, loops, dtype=np.int8), wrong
+
+    @classmethod
+    def make_state(cls, cfg: SpeculativeConfig, *args: Any, **kwargs: Any) -> SlotState:
+        return SlotState(*args, rows_per_slot=cfg.draft_len, **kwargs)
 
     def begin_iteration(self) -> None:
-        idx = self.active()
-        self.draft[idx] = np.minimum(self.draft_len, self.gen[idx] - self.tok[idx])
+        st = self.state
+        idx = st.active()
+        st.rows.fill(idx, np.minimum(self.draft_len, st.slots.gen[idx] - st.slots.tok[idx]))  # k drafts each
         self.phase = 0
-        self.iterations += 1
-        self.rounds += idx.size
-        self._show_loops(idx)
+        self.counts.iterations += 1
+        self.counts.rounds += idx.size
 
     def _step_shape(self) -> tuple[int, int]:
         """(draft index i or -1 in the verify pass, loop) of the iteration's next step."""
@@ -120,174 +147,101 @@ class SpeculativeSlots(SlotState):
             return i, j + 1
         return -1, d + 1 + t - self.draft_phase
 
-    def _show_loops(self, idx: np.ndarray) -> None:
-        """`loop` says what each slot runs in the next step (0: idles), for timelines."""
-        self.loop[idx] = 0
-        if self.phase < self.round_steps:
-            i, loop = self._step_shape()
-            self.loop[idx[self.draft[idx] > i]] = loop
+    def shown_loops(self, idx: np.ndarray) -> np.ndarray:
+        if self.phase >= self.round_steps:
+            return np.zeros(idx.size, dtype=np.int64)
+        i, loop = self._step_shape()
+        return np.where(self.state.rows.count[idx] > i, loop, 0)
 
-    def run(self, idx: np.ndarray, want_batch: bool = False) -> tuple[StepLoad, np.ndarray, StepBatch | None]:
-        """One loop step of the iteration: draft step i at loop j (one token per slot still
-        drafting), or verify at loop j (each slot's k drafted tokens)."""
+    def computing(self) -> np.ndarray:
+        st = self.state
+        if self.phase == self.round_steps:  # a new iteration starts with whoever is resident now
+            if st.active().size == 0:
+                return st.active()
+            self.begin_iteration()
+        return st.active()
+
+    def step(self, idx: np.ndarray, want_batch: bool) -> tuple[StepLoad, np.ndarray, StepBatch | None]:
+        """One loop step of the iteration: draft step i at loop j (row i of each slot still
+        drafting), or verify at loop j (every row of each slot, k per slot)."""
         if self.phase >= self.round_steps:
             raise InvariantError("a speculative step ran outside an iteration")
+        st, rows, c = self.state, self.state.rows, self.counts
         i, loop = self._step_shape()
-        k = self.draft[idx]
-        first = self.wl.prompt_len[self.req[idx]] + self.tok[idx] + 1  # context of the round's first position
         if i >= 0:  # draft: position p + i, attending to prompt, emitted tokens and earlier drafts
-            on = k > i
-            slots, per_slot = idx[on], np.ones(int(on.sum()), dtype=np.int64)
-            tokens = slots.size
-            context, shared = int((first[on] + i).sum()), 0
-            entering, leaving = loop == 1, loop == self.draft_loops  # prelude; exit path (coda + head)
-            positions = self.tok[slots] + i
-            self.draft_steps += 1
-            self.draft_token_loops += tokens
+            s = idx[rows.count[idx] > i]
+            j = i
+            column = rows.loop[:, i]  # row i of every slot (a view: cheaper than indexing pairs)
+            loops = column[s]
+            column[s] = loops + 1
+            busy = s.size
+            c.draft_steps += 1
+            c.draft_token_loops += s.size
         else:  # verify: k positions per slot at once, each attending causally within the round
-            slots, per_slot = idx, k
-            tokens = int(k.sum())
-            context = int((k * first + k * (k - 1) // 2).sum())
-            shared = context - int((first + k - 1).sum())  # a request's KV is read once for its k queries
-            entering, leaving = False, loop == self.n_loops
-            positions = np.repeat(self.tok[idx], k) + (np.arange(tokens) - np.repeat(np.cumsum(k) - k, k))
-            self.verify_steps += 1
-            self.verify_token_loops += tokens
-        load = StepLoad(
-            tokens=tokens,
-            distinct_loops=1 if tokens else 0,
-            context=context,
-            entering=tokens if entering else 0,
-            entering_context=context if entering else 0,
-            exiting=tokens if leaving else 0,
-            exiting_context=context if leaving else 0,
-            heads=tokens if leaving else 0,
-            kv_proj_layers=0,
-            prefill=self.prefill,
-            kv_shared=shared,
-        )
-        batch = None
-        if want_batch:  # one entry per token: a verify step has k per slot
-            rows = np.repeat(slots, per_slot)
-            batch = StepBatch(slots=rows, requests=self.req[rows], positions=positions,
-                              loops=np.full(rows.size, loop, dtype=np.int64),
-                              leaving=np.full(rows.size, leaving),
-                              admitted=np.asarray(self.prefill_req, dtype=np.int64))
-        self.prefill = []
-        self.prefill_req = []
-        self.steps += 1
-        self.token_loops += slots.size
+            s, j = rows.of(idx)
+            loops = rows.loop[s, j]
+            rows.loop[s, j] = loops + 1
+            busy = idx.size
+            c.verify_steps += 1
+            c.verify_token_loops += s.size
+        # every row is at `loop`: the iteration's shape (check_complete counts it)
+        sl = st.slots
+        positions = sl.tok[s] + j
+        context = sl.prompt[s] + positions + 1
+        n = s.size
+        # the exit path (coda and head) ends the draft at loop d and the verify pass at loop N
+        at_head = (self._true if loop == (self.draft_loops if i >= 0 else st.n_loops) else self._false)[:n]
+        none = self._false[:n]
+        step_rows = StepRows(s, positions, loops, context, leaving=none if i >= 0 else at_head,
+                             drafting=at_head if i >= 0 else none)
+        # a draft step has one row per slot: no KV read is shared
+        load, batch = st.run_rows(step_rows, want_batch, contract_drafting=False,
+                                  kv_shared=0 if i >= 0 else None, busy=busy)
         self.phase += 1
-        self._show_loops(idx)
         return load, idx[:0], batch
+
+    def after_step(self, exited: np.ndarray, now: float) -> None:
+        if self.phase == self.round_steps:
+            self.end_iteration(now)
+            self.state.admit(now)
 
     def end_iteration(self, now: float) -> None:
         """Accept each round's longest correct prefix and emit its tokens."""
-        idx = self.active()
-        k = self.draft[idx]
-        run = self.run_len[self.base[idx] + self.tok[idx]]
+        st = self.state
+        idx = st.active()
+        k = st.rows.count[idx]
+        run = self.run_len[st.slots.base[idx] + st.slots.tok[idx]]
         emits = round_emits(run, k)
-        self.drafted += int(k.sum())
-        self.accepted += int(np.minimum(run, k).sum())
-        self.draft[idx] = 0
-        self._emit_many(idx, emits, now)
-
-    def _emit_many(self, idx: np.ndarray, count: np.ndarray, now: float) -> None:
-        """`SlotState.emit` for `count` tokens per slot at once."""
-        req, start = self.req[idx], self.tok[idx]
-        tok = start + count
-        if self.emit_log is not None:
-            total = int(count.sum())
-            within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-            self.emit_log.append((np.repeat(req, count), np.repeat(start, count) + within, now))
-        self.first_token_at[req[start == 0]] = now
-        self.tok[idx] = tok
-        self.emitted += int(count.sum())
-        done = tok >= self.gen[idx]
-        if done.any():
-            fin, fin_req = idx[done], req[done]
-            self.finished_at[fin_req] = now
-            self.finished += fin_req.size
-            self.memory.release(int(self.need[fin_req].sum()))
-            self.occupied[fin] = False
-            self._active = None
-            self.req[fin] = -1
-            self.loop[fin] = 0
+        self.counts.drafted += int(k.sum())
+        self.counts.accepted += int(np.minimum(run, k).sum())
+        st.rows.clear(idx)  # rejected drafts are dropped; the next round drafts afresh
+        st.deliver(idx, now, emits)
 
     def check_complete(self) -> None:
         """Token conservation, and the iteration's shape: every iteration ran K*d draft and
         N-d verify steps, and every drafted token ran d draft loops and N-d verify loops."""
-        wl, d, n = self.wl, self.draft_loops, self.n_loops
-        if self.finished != wl.num_requests or self.emitted != wl.num_tokens:
-            raise InvariantError(f"finished {self.finished}/{wl.num_requests} requests and emitted "
-                                 f"{self.emitted}/{wl.num_tokens} tokens")
-        if (self.draft_steps != self.iterations * self.draft_phase
-                or self.verify_steps != self.iterations * (n - d)):
-            raise InvariantError(f"{self.iterations} iterations ran {self.draft_steps} draft and "
-                                 f"{self.verify_steps} verify steps")
-        if self.draft_token_loops != d * self.drafted or self.verify_token_loops != (n - d) * self.drafted:
-            raise InvariantError(f"{self.drafted} drafted tokens ran {self.draft_token_loops} draft and "
-                                 f"{self.verify_token_loops} verify token-loops")
-        if self.memory.in_use != 0:
-            raise InvariantError(f"{self.memory.in_use} B of KV still reserved after the run")
-
-
-@scheduler_registry.register("speculative", config=SpeculativeConfig, label="self-speculative",
-                             color="#D55E00", order=4, figures="speculative")
-class SpeculativeScheduler(Scheduler):
-    honours_exits = False  # every emitted token is the final loop's: exit policies do not apply
-    state: SpeculativeSlots
-    cfg: SpeculativeConfig
-
-    def __init__(self, state: SpeculativeSlots, cfg: SpeculativeConfig):
-        super().__init__(state, cfg)
-        if (state.draft_len, state.draft_loops) != (cfg.draft_len, cfg.draft_loops):
-            raise InvariantError(f"slots built for K={state.draft_len}, d={state.draft_loops} "
-                                 f"but scheduler.draft_len={cfg.draft_len}, draft_loops={cfg.draft_loops}")
-
-    @classmethod
-    def token_exits(cls, trace: Trace, exit_cfg: ExitConfig, cfg: SpeculativeConfig, loops: int) -> Exits:
-        """Every token runs all N loops (in its draft and verify passes); `wrong` carries
-        whether loop d's draft differs from the final token, which decides acceptance."""
-        d = cfg.draft_loops
-        if not 1 <= d < loops:
-            raise ConfigError(f"scheduler.draft_loops={d} must be in 1..model.loops-1 (model.loops={loops}): "
-                              f"the draft runs fewer loops than the model")
-        if trace.correct is None:
-            raise TraceError(f"{trace.path}: scheduler=speculative needs column correct_{d} (does loop {d}'s "
-                             f"prediction equal the final token?), which the trace lacks")
-        return np.full(trace.num_tokens, loops, dtype=np.int8), ~trace.correct[:, d - 1]
-
-    @classmethod
-    def make_state(cls, cfg: SpeculativeConfig, *args: Any, **kwargs: Any) -> SpeculativeSlots:
-        return SpeculativeSlots(*args, draft_len=cfg.draft_len, draft_loops=cfg.draft_loops, **kwargs)
-
-    def computing(self) -> np.ndarray:
-        st = self.state
-        if st.phase == st.round_steps:  # a new iteration starts with whoever is resident now
-            if st.active().size == 0:
-                return st.active()
-            st.begin_iteration()
-        return st.active()
-
-    def after_step(self, exited: np.ndarray, now: float) -> None:
-        st = self.state
-        if st.phase == st.round_steps:
-            st.end_iteration(now)
-            st.admit(now)
+        self.state.check_tokens()
+        c, d, n = self.counts, self.draft_loops, self.state.n_loops
+        if (c.draft_steps != c.iterations * self.draft_phase
+                or c.verify_steps != c.iterations * (n - d)):
+            raise InvariantError(f"{c.iterations} iterations ran {c.draft_steps} draft and "
+                                 f"{c.verify_steps} verify steps")
+        if c.draft_token_loops != d * c.drafted or c.verify_token_loops != (n - d) * c.drafted:
+            raise InvariantError(f"{c.drafted} drafted tokens ran {c.draft_token_loops} draft and "
+                                 f"{c.verify_token_loops} verify token-loops")
 
     def extra_metrics(self) -> dict[str, Any]:
-        st = self.state
+        c = self.counts
         return {
             "accuracy_cost": 0.0,  # the verify pass emits the final loop's tokens, never a draft's
-            "draft_len": st.draft_len,
-            "draft_loops": st.draft_loops,
-            "iterations": st.iterations,
-            "rounds": st.rounds,
-            "draft_steps": st.draft_steps,
-            "verify_steps": st.verify_steps,
-            "drafted_tokens": st.drafted,
-            "accepted_drafts": st.accepted,
-            "acceptance_rate": st.accepted / st.drafted if st.drafted else float("nan"),
-            "mean_tokens_per_round": st.emitted / st.rounds if st.rounds else float("nan"),
+            "draft_len": self.draft_len,
+            "draft_loops": self.draft_loops,
+            "iterations": c.iterations,
+            "rounds": c.rounds,
+            "draft_steps": c.draft_steps,
+            "verify_steps": c.verify_steps,
+            "drafted_tokens": c.drafted,
+            "accepted_drafts": c.accepted,
+            "acceptance_rate": c.accepted / c.drafted if c.drafted else float("nan"),
+            "mean_tokens_per_round": self.state.stats.emitted / c.rounds if c.rounds else float("nan"),
         }

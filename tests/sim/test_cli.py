@@ -83,7 +83,7 @@ def test_unknown_scheduler_lists_options(override, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"error: scheduler='{override.split('=')[1]}' is not known; "
-        "valid: static, continuous, sync_exit, depthwise, speculative"]
+        "valid: static, continuous, sync_exit, depthwise, speculative, depthwise_spec"]
 
 
 def test_a_key_of_another_option_is_one_line_error(tmp_path):
@@ -95,7 +95,7 @@ def test_a_key_of_another_option_is_one_line_error(tmp_path):
 @pytest.mark.slow  # a subprocess or many simulations: seconds
 def test_help_lists_the_registered_options_only():
     out = run_cli("--help").stdout
-    assert "scheduler: static, continuous, sync_exit, depthwise, speculative\n" in out
+    assert "scheduler: static, continuous, sync_exit, depthwise, speculative, depthwise_spec\n" in out
     assert "cost: roofline, constant, layer_step, profiled, gpu_profile\n" in out and "exit.kv_policy: ignore, propagate, recompute, share" in out
     assert "base_" not in out
 

@@ -43,7 +43,7 @@ def test_every_yaml_option_is_a_registered_variant_and_back(group):
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="scheduler='fastest' is not known; valid: static, continuous, "
-                                          "sync_exit, depthwise, speculative"):
+                                          "sync_exit, depthwise, speculative, depthwise_spec"):
         scheduler_registry.get("fastest")
     with pytest.raises(ConfigError, match="exit.kv_policy='drop' is not known; valid: ignore, propagate"):
         kv_registry.get("drop")
@@ -83,7 +83,7 @@ def test_a_fifth_scheduler_runs_from_the_cli_as_a_plugin(tmp_path):
     env = {**os.environ, "RRTSIM_PLUGINS": "tests.fixtures.srf"}
     run = [sys.executable, "-m", "sim.run", SEARCHPATH]
     help_text = subprocess.run([*run, "--help"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert "scheduler: static, continuous, sync_exit, depthwise, speculative, srf" in help_text.stdout
+    assert "scheduler: static, continuous, sync_exit, depthwise, speculative, depthwise_spec, srf" in help_text.stdout
     proc = subprocess.run([*run, "scheduler=srf", "workload.num_requests=40", "progress=false",
                            f"hydra.run.dir={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
