@@ -46,6 +46,8 @@ LONG = {"analysis.figures": "regenerates every figure: minutes (tests/analysis/t
         "benchmarks.sim_speed": "a timing benchmark: minutes",
         "benchmarks.uptrain_speed": "a timing benchmark of the real model",
         "benchmarks.decode_speed": "a timing benchmark of the real model",
+        "benchmarks.floor": "a timing benchmark of the real model and generate",
+        "benchmarks.spec_agreement": "two real free-running runs of the real model: minutes",
         "traces.bench_generate": "a timing benchmark of the real model",
         "traces.card": "needs a recorded trace with its checkpoint's run",
         "traces.textpool": "samples text with the real model",

@@ -8,8 +8,8 @@ Modules, one job each:
   textpool    - teacher-generated training text (no download), cached on disk
   uptrain     - distillation + early-exit uptraining, checkpoint / resume
   record      - batched greedy generation that writes the Parquet trace
-  executor    - the engine's real backend: RealSteps runs each engine step on the model
-  serving     - the model of a sim layout (converted, cached) and each request's tokens
+  serving/    - the engine's real backend (docs/executor.md): RealSteps runs each engine step
+                on the model; also the model of a sim layout and each request's tokens
   execute     - `python -m traces.execute`: a sim.run workload executed for real
   profile_steps - measured step times over a grid of loads -> a cost=profiled profile
   validate    - profile + real runs + simulations -> figures/data/sim_vs_real.csv

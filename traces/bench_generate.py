@@ -7,7 +7,7 @@ prompts, both in the same dtype, pinned the same way, each request generating th
 same number of tokens (generate is forced to --new tokens; the executor is fed the
 tokens generate produced, teacher-forced). Reports generated tokens per second of
 each and their ratio at each batch size; the executor must not be slower at batch >= 8.
-Both are timed by the same clock (traces.executor.step_timer: process CPU time with one
+Both are timed by the same clock (traces.serving.clock.step_timer: process CPU time with one
 CPU thread, wall time otherwise).
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
     from sim.simulation import simulate
     from sim.trace import trace_from_frame
 
-    from .executor import RealSteps
+    from .serving.clock import RealSteps
 
     rows = [(r, j, len(p), 1) for r, p in enumerate(prompts) for j in range(new)]
     trace = trace_from_frame(pd.DataFrame(rows, columns=["request_id", "position", "prompt_len", "exit_loop"]),
@@ -95,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sim.config import ModelConfig
 
-    from .executor import PackedModel, step_timer, warm_up
+    from .serving.clock import step_timer, warm_up
+    from .serving.weights import PackedModel
     from .generate import chat_ids
     from .prompts import load_prompts
     from .quiet import background_paused, pin
-    from .serving import serving_model
+    from .serving.inputs import serving_model
 
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)

@@ -4,7 +4,7 @@ run a workload for real, with the simulator's own engine and schedulers.
 Everything on the command line is a `key=value` override: sim.run's (same config tree,
 same composition) and this command's own keys (`ExecuteOptions`; `--help` lists both).
 The engine, schedulers and slot bookkeeping are the simulator's, only the step clock
-is `traces.executor.RealSteps`, which runs each step on the recursive SmolLM2 and
+is `traces.serving.clock.RealSteps`, which runs each step on the recursive SmolLM2 and
 reports its measured time. Writes to out= (default runs/execute/<date>/<time>_<scheduler>):
 metrics.json (sim.run's metrics plus `backend: real` and how it was measured),
 requests.parquet, config.yaml and steps.parquet (per step: the load the cost model
@@ -12,8 +12,15 @@ sees and the measured seconds). With `exit=live` (and an uptrained `checkpoint=P
 the model's own confidence decides each exit; exits.parquet then compares every
 token's live exit with the trace's. The makespan is the sum of measured step times:
 the engine's clock. On a CPU with one torch thread a step is timed by the process's
-CPU time (see executor.step_timer: a shared machine's other jobs do not count); wall
-time is logged beside it.
+CPU time (see traces.serving.clock.step_timer: a shared machine's other jobs do not
+count); wall time is logged beside it.
+`free_running=true`: each request decodes its own greedy continuation (its inputs are its
+emitted tokens, not the trace's) for as many tokens as the trace gives it, written to
+generated.parquet (request_id, position, token). `scheduler=continuous exit=none
+free_running=true` is full-depth greedy decoding; `scheduler=depthwise_spec
+scheduler.accept=live free_running=true` verifies the model's own drafts and emits the same
+tokens (lossless); `exit=live free_running=true` is what a confidence exit really outputs
+(docs/executor.md).
 """
 from __future__ import annotations
 
@@ -42,6 +49,8 @@ class ExecuteOptions:
     out: Optional[str] = field(default=None, metadata={"help": "output dir (default runs/execute/<date>/<time>_<scheduler>)"})
     pause: bool = field(default=True, metadata={"help": "pause the background uptraining job (traces/quiet.py)"})
     timer: str = field(default="auto", metadata={"help": "step clock: auto | process | wall"})
+    free_running: bool = field(default=False, metadata={
+        "help": "decode each request's own greedy continuation (writes generated.parquet)"})
 
 
 OPTION_CHOICES = {"dtype": ("auto", "bfloat16", "float32"), "timer": ("auto", "process", "wall")}
@@ -63,6 +72,7 @@ class Executed:
     emit_log: list | None = None
     records: list | None = None
     exits: Any = None  # exit=live: DataFrame, one row per token (traces.live_exits)
+    generated: Any = None  # free_running=true: DataFrame (request_id, position, token)
 
 
 def compose(overrides: list[str]):
@@ -74,28 +84,63 @@ def compose(overrides: list[str]):
     return compose_raw(overrides)
 
 
+# Schedulers whose rows a free-running run can feed: a row enters loop 1 only once its
+# input token (emitted, or a draft) exists. `speculative` replays acceptance from the trace
+# in lockstep rounds, which its own tokens would contradict.
+FREE_RUNNING_SCHEDULERS = ("static", "continuous", "sync_exit", "depthwise", "depthwise_spec")
+
+
+def accepts_live(cfg) -> bool:
+    """depthwise_spec with scheduler.accept=live: the model's own final loop verifies its drafts."""
+    return cfg.scheduler.name == "depthwise_spec" and getattr(cfg.scheduler, "accept", "trace") == "live"
+
+
+def check_free_running(cfg) -> None:
+    """ConfigError unless a free-running run can serve this config."""
+    from sim.errors import ConfigError
+    from sim.registry import scheduler_registry
+    honours = cfg.scheduler.name in scheduler_registry and \
+        scheduler_registry.get(cfg.scheduler.name).impl.honours_exits  # else exits are ignored anyway
+    if honours and cfg.exit.policy in ("oracle", "confidence"):
+        raise ConfigError(f"free_running=true with exit={cfg.exit.policy}: a free-running run has no trace exits "
+                          "to replay; use exit=none or exit=live")
+    if cfg.scheduler.name not in FREE_RUNNING_SCHEDULERS:
+        raise ConfigError(f"free_running=true with scheduler={cfg.scheduler.name}: not served free-running; "
+                          f"use one of {', '.join(FREE_RUNNING_SCHEDULERS)}")
+    if cfg.scheduler.name == "depthwise_spec" and not accepts_live(cfg):
+        raise ConfigError("free_running=true with scheduler=depthwise_spec needs scheduler.accept=live "
+                          "(the trace's acceptance does not hold for the model's own tokens)")
+
+
 def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool = False,
-             warm: bool = True, trace=None, timer: str = "auto") -> Executed:
+             warm: bool = True, trace=None, timer: str = "auto", free_running: bool = False,
+             sequences: list | None = None) -> Executed:
     """One real run of a typed RunConfig on a `PackedModel`; the engine is sim's.
     `tokenizer` maps a recorded trace's prompts to ids (None: random ids of the same
-    lengths); `record` keeps every head's logits; `warm` runs throwaway steps first."""
+    lengths; `sequences` gives every workload request's ids instead); `record` keeps every
+    head's logits; `warm` runs throwaway steps first; `free_running` decodes each request's
+    own continuation (Executed.generated)."""
     import pandas as pd
 
     from sim.simulation import load_run_trace, simulate
 
-    from .executor import LOG_COLUMNS, RealSteps, warm_up
-    from .serving import request_sequences
+    from .serving.clock import LOG_COLUMNS, RealSteps, warm_up
+    from .serving.inputs import request_sequences
 
+    if free_running:
+        check_free_running(cfg)
     trace = trace if trace is not None else load_run_trace(cfg)
     checks = cfg.exit.head_every_loop and cfg.exit.policy != "none"
     made: list[tuple] = []
 
     def clock(wl, state):
-        seqs = request_sequences(trace, wl, tokenizer, packed.dims.vocab, cfg.seed)
+        seqs = sequences if sequences is not None else request_sequences(trace, wl, tokenizer,
+                                                                          packed.dims.vocab, cfg.seed)
         live = cfg.exit.policy == "live" and state.checks_every_loop  # a scheduler honouring exits
         rs = RealSteps(packed, cfg.scheduler.batch_size, wl.prompt_len, seqs, cfg.exit.kv_policy,
                        checks_every_loop=state.checks_every_loop, record=record, timer=timer,
-                       live_threshold=cfg.exit.threshold if live else None)
+                       live_threshold=cfg.exit.threshold if live else None, free_running=free_running,
+                       accept_live=accepts_live(cfg))
         made.append((rs, wl, seqs))
         return rs
 
@@ -116,7 +161,12 @@ def run_real(cfg, packed, tokenizer=None, log_emits: bool = False, record: bool 
         from .live_exits import live_exit_summary, live_exit_table
         exits = live_exit_table(rs.live_log, trace, wl, rs.live_threshold, seqs)
         metrics.update(live_exit_summary(exits, cfg.model.loops))
-    return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits)
+    generated = None
+    if free_running:
+        r, p, t = rs.generated()
+        generated = pd.DataFrame({"request_id": r, "position": p, "token": t})
+        metrics["free_running"] = True
+    return Executed(metrics, result.requests, steps, result.emit_log, rs.records, exits, generated)
 
 
 def parse(argv: list[str]):
@@ -135,6 +185,11 @@ def parse(argv: list[str]):
     cfg = load_config(raw)
     if opts.checkpoint and not Path(opts.checkpoint).is_file():
         raise ConfigError(f"checkpoint={opts.checkpoint}: no such file")
+    if cfg.exit.policy == "live" and not opts.checkpoint:
+        raise ConfigError("exit=live needs checkpoint=PATH: the SVD conversion's confidences are not a "
+                          "trained exit rule")
+    if opts.free_running:
+        check_free_running(cfg)
     check_device(opts.device, f"device={opts.device}")
     return opts, cfg, raw, load_run_trace(cfg)
 
@@ -149,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     from sim.errors import UserError
     from sim.run import format_summary, write_atomic, write_outputs
 
-    from .executor import PackedModel
+    from .serving.weights import PackedModel
     from .precision import dtype_from_args
     from .quiet import background_paused, pin
-    from .serving import serving_model
+    from .serving.inputs import serving_model
 
     try:
         opts, cfg, raw, trace = parse(argv)
@@ -163,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         packed = PackedModel(model, getattr(torch, dtype), opts.device)
         del model
         with background_paused(opts.pause) as paused:
-            res = run_real(cfg, packed, tok, timer=opts.timer, trace=trace)
+            res = run_real(cfg, packed, tok, timer=opts.timer, trace=trace, free_running=opts.free_running)
     except UserError as exc:
         return fail(exc)
     res.metrics.update({**placement, "background_paused": paused is not None,
@@ -175,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(out / "steps.parquet", lambda p: res.steps.to_parquet(p, index=False))
     if res.exits is not None:
         write_atomic(out / "exits.parquet", lambda p: res.exits.to_parquet(p, index=False))
+    if res.generated is not None:
+        write_atomic(out / "generated.parquet", lambda p: res.generated.to_parquet(p, index=False))
     # metrics.json again, last: it marks a finished run (steps.parquet written before it)
     write_atomic(out / "metrics.json",
                  lambda p: Path(p).write_text(json.dumps(res.metrics, indent=2, sort_keys=True, default=str) + "\n"))

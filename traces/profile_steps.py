@@ -2,13 +2,15 @@
 measure real engine steps over a grid of the load quantities the cost model sees.
 
 Each grid point is one engine step built the way `SlotState` builds them: some
-tokens (1-64) at loop 1 and/or later loops, each of a request with a prompt length
-and position drawn like the default trace's (so context spread within a step is
+tokens (1-48) at loop 1 and/or later loops (a quarter of the points shaped like
+depthwise_spec's steps: several rows per request at consecutive positions and loops,
+drafting heads at loop 1; under --kv-policy propagate early exits pay their K/V
+projections), each of a request with a prompt length and position drawn like the default trace's (so context spread within a step is
 realistic), some of them leaving, coda and head on leaving tokens only or on every token
 (exit checks), sometimes requests admitted (prefilled) before the step, slots
 contiguous or scattered, and under kv_policy=ignore earlier tokens that exited at
 loop 1 (their deeper KV missing). The step's `StepLoad` is computed as the engine
-would report it, the step is run by `traces.executor.RealSteps` (the same code a
+would report it, the step is run by `traces.serving.clock.RealSteps` (the same code a
 real run uses) and timed; the points are measured in a shuffled order per pass and
 the mean over passes is kept (a makespan is a sum of steps: see `profile`). The
 profile (JSON, under 1 MB) keeps every point with provenance: device,
@@ -39,6 +41,7 @@ from .precision import add_dtype_option, dtype_from_args
 TOKEN_CHOICES = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48)
 PREFILL_CHOICES = (1, 2, 4, 8, 16)
 MAX_GEN = 128
+SPEC_SHARE = 0.25  # share of grid points shaped like depthwise_spec steps (several rows per slot)
 
 
 def device_name(device: str) -> str:
@@ -67,11 +70,14 @@ def default_profile_path(device: str, model: str) -> Path:
     return Path("runs") / "profiles" / f"{'_'.join(w for w in slug.split('_') if w)}_{model}.json"
 
 
-def machine_peaks(device: str, dtype) -> dict[str, float]:
+def machine_peaks(device: str, dtype, timer: str = "wall") -> dict[str, float]:
     """Achievable dense matmul FLOP/s in the compute dtype and copy bandwidth, measured
-    here: the roofline's two numbers for this device (medians of a few repeats)."""
+    here: the roofline's two numbers for this device (medians of a few repeats). `timer`
+    "process" times them by CPU time, as steps are on one CPU thread (a shared machine's
+    other jobs then slow neither)."""
     import torch
     dev = torch.device(device)
+    clock = time.process_time if timer == "process" else time.perf_counter
 
     def timed(f, reps=5):
         f()
@@ -79,11 +85,11 @@ def machine_peaks(device: str, dtype) -> dict[str, float]:
         for _ in range(reps):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             f()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            ts.append(time.perf_counter() - t0)
+            ts.append(clock() - t0)
         return float(np.median(ts))
 
     n = 1024 if dev.type == "cpu" else 8192
@@ -112,6 +118,46 @@ class Grid:
         return [self.rng.integers(0, vocab, size=p + MAX_GEN + 1) for p in self.prompt_len]
 
     def point(self):
+        if self.loops > 1 and self.rng.random() < SPEC_SHARE:
+            return self.spec_point()
+        return self.single_row_point()
+
+    def spec_point(self):
+        """A depthwise_spec step (draft_loops=1): each resident request has k rows in flight at
+        consecutive positions q..q+k-1, at loops k..1 (k = loops while its drafts hold, fewer
+        after a rejection); rows at loop 1 draft (coda and head), rows at the last loop leave.
+        Every loop holds KV at every earlier position (every token runs every loop)."""
+        from sim.step import StepBatch
+        rng, N = self.rng, self.loops
+        m = max(1, int(rng.choice(TOKEN_CHOICES)) // N)
+        per = np.where(rng.random(m) < 0.7, N, rng.integers(1, N + 1, size=m))
+        slot_ids = np.arange(m) if rng.random() < 0.5 else np.sort(rng.choice(self.slots, m, replace=False))
+        reqs_m = rng.choice(self.n_req, m, replace=False)
+        start = rng.integers(0, MAX_GEN - N, size=m)
+        n_pre = min(int(rng.choice(PREFILL_CHOICES)) if rng.random() < 0.15 else 0, int((per == 1).sum()))
+        first = np.flatnonzero(per == 1)[:n_pre]
+        start[first] = 0
+        slots = np.repeat(slot_ids, per)
+        reqs = np.repeat(reqs_m, per)
+        offs = np.concatenate([np.arange(k) for k in per])
+        pos = np.repeat(start, per) + offs
+        loops = np.repeat(per, per) - offs
+        leaving, drafting = loops == N, loops == 1
+        P = self.prompt_len[reqs]
+        full = P + 1 + pos
+        heads = leaving | drafting
+        enter = loops == 1
+        load = StepLoad(tokens=int(pos.size), distinct_loops=int(np.unique(loops).size), context=int(full.sum()),
+                        entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
+                        exiting=int(heads.sum()), exiting_context=int(full[heads].sum()) if self.edge else 0,
+                        heads=int(heads.sum()), kv_proj_layers=0,
+                        prefill=[int(self.prompt_len[r]) for r in reqs_m[first]])
+        valid = [np.ones((1 if self.kv_policy == "share" else N, p_), bool) for p_ in pos]
+        batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
+                          admitted=reqs_m[first].astype(np.int64), drafting=drafting)
+        return load, batch, False, valid
+
+    def single_row_point(self):
         from sim.step import StepBatch
         rng, N = self.rng, self.loops
         n = int(rng.choice(TOKEN_CHOICES))
@@ -139,7 +185,8 @@ class Grid:
         valid = []
         ctx = np.zeros(n, dtype=np.int64)
         for i in range(n):
-            ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if p_exit_early else np.full(pos[i], N)
+            early = p_exit_early and self.kv_policy == "ignore"  # propagate fills what exits skip
+            ex = np.where(rng.random(pos[i]) < p_exit_early, 1, N) if early else np.full(pos[i], N)
             rows = np.stack([ex >= k for k in range(1, kv_rows + 1)]) if kv_rows > 1 else np.ones((1, pos[i]), bool)
             valid.append(rows)
             filled = int(rows[loops[i] - 1].sum()) if self.kv_policy == "ignore" else int(pos[i])
@@ -147,10 +194,14 @@ class Grid:
         full = P + 1 + pos
         enter = loops == 1
         coda = np.ones(n, dtype=bool) if checks else leaving  # an exit check runs the coda too
+        # kv_policy=propagate: an early exit projects K/V for every skipped loop's layers (the
+        # runner does it for tokens with a successor, which every grid token has: pos < MAX_GEN)
+        proj = int((N - loops[leaving & (loops < N)]).sum()) * self.layout["layers_per_block"] \
+            if self.kv_policy == "propagate" else 0
         load = StepLoad(tokens=n, distinct_loops=int(np.unique(loops).size), context=int(ctx.sum()),
                         entering=int(enter.sum()), entering_context=int(full[enter].sum()) if self.edge else 0,
                         exiting=int(coda.sum()), exiting_context=int(full[coda].sum()) if self.edge else 0,
-                        heads=int(coda.sum()), kv_proj_layers=0,
+                        heads=int(coda.sum()), kv_proj_layers=proj,
                         prefill=[int(self.prompt_len[r]) for r in admitted])
         batch = StepBatch(slots=slots, requests=reqs, positions=pos, loops=loops, leaving=leaving,
                           admitted=admitted.astype(np.int64))
@@ -162,7 +213,7 @@ class StepProfiler:
     the passes between its real runs, so that profile and runs see the same machine."""
 
     def __init__(self, packed, layout: dict, kv_policy: str, points: int, seed: int):
-        from .executor import RealSteps, warm_up
+        from .serving.clock import RealSteps, warm_up
 
         slots = max(TOKEN_CHOICES)
         grid = Grid(layout, kv_policy, slots, seed)
@@ -214,8 +265,8 @@ def profile(packed, layout: dict, kv_policy: str, points: int, reps: int, seed: 
 def build_packed(cfg, device: str, dtype_name: str, checkpoint: str | None = None, source: str = "gguf"):
     import torch
 
-    from .executor import PackedModel
-    from .serving import serving_model
+    from .serving.weights import PackedModel
+    from .serving.inputs import serving_model
 
     model, tok = serving_model(cfg.model, checkpoint, source)
     packed = PackedModel(model, getattr(torch, dtype_name), device)
@@ -254,7 +305,7 @@ def run_profile(cfg, packed, out: Path, points: int, reps: int, seed: int, comma
         "model": cfg.model.name, "layout": packed.layout(), "kv_policy": cfg.exit.kv_policy,
         "weights": "SVD conversion of the base model (costs what an uptrained model costs)",
         "seed": seed, **stats, "fit": {**report, "coefficients": dict(zip(feature_names(), coef.tolist()))},
-        "roofline": machine_peaks(str(packed.device), packed.dtype),
+        "roofline": machine_peaks(str(packed.device), packed.dtype, stats.get("step_timer", "wall")),
     }
     prof = {"format": PROFILE_FORMAT, "metadata": meta, "columns": list(LOAD_COLUMNS) + ["seconds"],
             "samples": [[int(v) for v in r[:-1]] + [round(r[-1], 7)] for r in rows]}

@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
     (["dtype=fp8"], "valid: auto, bfloat16, float32"),
     (["checkpoint=/no/such.pt"], "no such file"),
     (["trace.path=/no/such.parquet"], "no such file"),
+    (["exit=live"], "exit=live needs checkpoint=PATH"),
+    (["free_running=true"], "no trace exits to replay"),  # depthwise honours the default exit=oracle
+    (["free_running=true", "exit=confidence", "scheduler=sync_exit"], "no trace exits to replay"),
+    (["free_running=true", "scheduler=speculative"], "not served free-running"),
 ])
 def test_execute_refuses_mistakes_without_loading_a_model(argv, says):
     from traces.execute import parse

@@ -33,7 +33,7 @@ def recursive():
 
 @pytest.fixture(scope="module")
 def packed(recursive):
-    from traces.executor import PackedModel
+    from traces.serving.weights import PackedModel
     return PackedModel(recursive, torch.float32)
 
 
@@ -63,7 +63,7 @@ def make_trace(seed: int = 0, n_req: int = 5):
 def executed(cfg, trace, packed):
     """A real run of `cfg` on `trace` with head logits recorded, and its sequences."""
     from traces.execute import run_real
-    from traces.serving import request_sequences
+    from traces.serving.inputs import request_sequences
 
     res = run_real(cfg, packed, None, log_emits=True, record=True, warm=False, trace=trace)
     sim = simulate(cfg, trace=trace, log_emits=True)
@@ -130,10 +130,27 @@ def reference(model, seq, P, exits, kv_policy):
     for p, e in enumerate(exits):
         pos = P - 1 + p
         for k, x in run(model.embed[seq[pos]][None], pos, range(e)):
+            if k + 1 == e and kv_policy == "propagate":
+                _propagate(model, x, pos, kv, e, pre, K)
             for i in range(len(model.apps) - tail, len(model.apps)):
                 x = _ref_layer(model, i, x, pos, kv, i, True)
             out[(p, k + 1, k + 1 == e)] = model.logits(x)[0]
     return out
+
+
+def _propagate(model, x, pos, kv, e, pre, K):
+    """CALM's state propagation: the hidden state after exit loop e through every skipped
+    application's own input norm and K/V projections, as that application's KV at pos."""
+    from traces.llama import apply_rope, rms_norm, rope_tables
+    d = model.dims
+    cos, sin = rope_tables(torch.tensor([[pos]]), d.head_dim, d.rope_theta, x.dtype)
+    for k in range(e, model.spec.num_loops):
+        for j in range(K):
+            i = pre + k * K + j
+            app, lin = model.apps[i], model._lin(model.apps[i])
+            h = rms_norm(x, app.norm_in, d.eps)
+            kk = apply_rope(lin("k", h).view(1, 1, d.kv_heads, d.head_dim).transpose(1, 2), cos, sin)[0, :, 0]
+            kv.setdefault(i, {})[pos] = (kk, lin("v", h).view(d.kv_heads, d.head_dim))
 
 
 def _compare(res, trace, wl, seqs, recursive, kv_policy):
@@ -151,7 +168,7 @@ def _compare(res, trace, wl, seqs, recursive, kv_policy):
     return checked
 
 
-@pytest.mark.parametrize("kv_policy", ["ignore", pytest.param("share", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kv_policy", ["ignore", "propagate", "share"])
 def test_mixed_loop_steps_match_token_by_token(recursive, packed, kv_policy):
     """Depth-wise batching puts tokens of different loops (and a prefill) in one step; every
     head the executor evaluates equals the unbatched reference's."""
@@ -160,6 +177,7 @@ def test_mixed_loop_steps_match_token_by_token(recursive, packed, kv_policy):
     res, sim, seqs = executed(cfg, trace, packed)
     wl = _workload(cfg, trace)
     assert any(len(set(rec["loops"].tolist())) > 1 for rec in res.records), "no step mixed loops"
+    assert (res.steps.kv_proj_layers.sum() > 0) == (kv_policy == "propagate")
     assert _compare(res, trace, wl, seqs, recursive, kv_policy) == int(wl.exit_loop.astype(int).sum())
 
 
@@ -200,7 +218,7 @@ def test_executed_run_emits_what_the_simulation_emits(packed, scheduler):
 
 @pytest.mark.slow
 def test_bf16_step_close_to_fp32(recursive):
-    from traces.executor import PackedModel
+    from traces.serving.weights import PackedModel
     trace = make_trace(seed=4)
     cfg = make_cfg("depthwise", 3)
     r32, _, _ = executed(cfg, trace, PackedModel(recursive, torch.float32))
@@ -213,9 +231,9 @@ def test_bf16_step_close_to_fp32(recursive):
 
 def test_unsupported_kv_policy_is_a_config_error(packed):
     from sim.errors import ConfigError
-    from traces.executor import RealSteps
-    with pytest.raises(ConfigError, match="propagate"):
-        RealSteps(packed, 2, np.array([3]), [np.arange(5)], "propagate")
+    from traces.serving.clock import RealSteps
+    with pytest.raises(ConfigError, match="recompute.*not executed for real"):
+        RealSteps(packed, 2, np.array([3]), [np.arange(5)], "recompute")
 
 
 def test_execute_without_torch_says_install_cpu_torch_first():
@@ -241,7 +259,7 @@ def test_live_exits_are_the_first_confident_loop(recursive, packed, scheduler):
     """exit=live: each token leaves at the first loop whose real confidence (coda, norm, head)
     reaches the threshold, as an unbatched reference run with those same exits confirms;
     every token is emitted once and the run's metrics count the live exits."""
-    from traces.serving import request_sequences
+    from traces.serving.inputs import request_sequences
     probe, trace, cfg = _live(packed, scheduler, 1.0)  # (almost) never confident: all loops
     assert (probe.exits.live_exit == LOOPS).mean() > 0.9
     threshold = float(np.median(probe.exits.live_conf))  # the last loop's: some exit earlier, some not

@@ -36,8 +36,8 @@ def serving_model(m: ModelConfig, checkpoint: str | None = None, source: str = "
     """(RecursiveLM in fp32, tokenizer) of layout `m`; converted (cached) or from `checkpoint`."""
     import torch
 
-    from .base_model import cache_root, load_base
-    from .recursive import RecursiveSpec, convert, load_model, original_from_hf
+    from ..base_model import cache_root, load_base
+    from ..recursive import RecursiveSpec, convert, load_model, original_from_hf
 
     hf, tok = load_base(source)
     _check_dims(m, hf)
@@ -91,7 +91,7 @@ def trace_tokens(trace: Trace) -> dict[int, np.ndarray] | None:
 def _prompt_texts(trace: Trace) -> dict[int, str] | None:
     if "prompts.jsonl" not in trace.metadata.get("prompts", ""):
         return None
-    from .prompts import load_prompts
+    from ..prompts import load_prompts
     return {int(p["id"]): p["prompt"] for p in load_prompts("all")}
 
 
@@ -116,7 +116,7 @@ def request_sequences(trace: Trace, wl: Workload, tokenizer=None, vocab: int = 4
             continue
         rid = int(trace.request_id[t])
         if tokens is not None and texts is not None and rid in texts:
-            from .generate import chat_ids
+            from ..generate import chat_ids
             prompt = np.asarray(chat_ids(tokenizer, texts[rid]), dtype=np.int64)
             if prompt.size != P:
                 raise TraceError(f"{trace.path}: request {rid}'s prompt is {prompt.size} tokens in the chat "
