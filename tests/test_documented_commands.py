@@ -37,12 +37,15 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "traces" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 RUN = {"sim.run", "sim.synthetic"}
-PARSE = {"traces.execute", "traces.uptrain", "traces.record", "traces.validate", "traces.profile_steps"}
+PARSE = {"traces.execute", "traces.uptrain", "traces.record", "traces.validate", "traces.profile_steps",
+         "traces.frontier", "traces.quality"}
 # The explicitly long or not-applicable ones, by module, with why.
 LONG = {"analysis.figures": "regenerates every figure: minutes (tests/analysis/test_figures.py runs parts)",
         "analysis.paper_fit": "rewrites committed tables",
         "analysis.gpu_published": "rewrites committed tables (tests/sim/test_cost_gpu_profile.py reruns it)",
         "analysis.sweep": "gathers a sweep directory a sweep made",
+        "analysis.exit_frontier": "redraws figures/data/exit_frontier.csv, which only a real traces.frontier run "
+                                  "writes (tests/analysis/test_exit_frontier.py runs it on a CSV of its own)",
         "benchmarks.sim_speed": "a timing benchmark: minutes",
         "benchmarks.uptrain_speed": "a timing benchmark of the real model",
         "benchmarks.decode_speed": "a timing benchmark of the real model",
@@ -153,12 +156,9 @@ def test_real_execution_commands_parse_as_documented(where, command):
         parse(argv)
     elif module in ("traces.uptrain", "traces.record"):
         assert check_hydra_command(module.split(".")[1], argv, module) is not None
-    elif module == "traces.validate":
-        from traces.validate import parser
-        parser().parse_args(argv)
-    else:
-        from traces.profile_steps import parser
-        parser().parse_args(argv)
+    else:  # the plain --options commands: each module's parser()
+        from importlib import import_module
+        import_module(module).parser().parse_args(argv)
 
 
 @pytest.fixture(scope="module")
