@@ -90,7 +90,7 @@ def uptraining_figure(out: Path) -> list[Output]:
     return [Output("uptraining_curves", "Held-out teacher-forced top-1 agreement of the final loop with the "
                    "original SmolLM2-135M (16 held-out prompts, the original's greedy answers) against "
                    "distillation tokens, one line per uptraining run (traces/data/curves/*.csv, copied from "
-                   "runs/uptrain/<run>/curve.csv; traces/README.md says what each run changes).",
+                   "runs/uptrain/<run>/curve.csv; docs/uptraining_history.md says what each run changes).",
                    save(fig, out / "uptraining_curves"))]
 
 

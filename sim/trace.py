@@ -1,6 +1,6 @@
 """Load and validate exit traces: the one place where a trace file becomes arrays.
 
-A trace has one row per generated token (schema in the README). Everything the
+A trace has one row per generated token (schema in docs/traces.md). Everything the
 simulator later assumes (contiguous positions, exit loops in range, one prompt
 length per request) is checked here, so the rest of the code can trust it; a
 bad file raises `TraceError` naming the file, the column and the first bad row.

@@ -5,7 +5,7 @@ Why: where the CPU computes bf16 the bf16 training recipe runs 2.4x the tokens/s
 with AMX (a Xeon) and 1.8x with AVX-512 bf16 alone (an AMD EPYC), but on an AVX-512 CPU
 without either (an Ice Lake Xeon) PyTorch emulates bf16 and
 the same recipe runs 3.7x *slower* than fp32, and real serving steps 1.5x slower
-(``traces/README.md``, training speed; README, real execution). A hard-coded bf16 default
+(``traces/README.md``, training speed; docs/validation.md, real execution). A hard-coded bf16 default
 is right on one machine and ruinous on the next, and the project's machines change
 between sessions.
 """

@@ -154,7 +154,7 @@ def speedups(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, sp: pd.DataFrame) -> str:
-    """The README's two tables, from the CSVs (so no number in them is typed by hand)."""
+    """The two tables docs/validation.md quotes, from the CSVs (so no number in them is typed by hand)."""
     pct = lambda v: f"{v:+.1%}"  # noqa: E731
     lines = ["| scheduler | batch | real (s) | spread | cost=profiled (s) | error | roofline (s) | roofline error |",
              "|---|---|---|---|---|---|---|---|"]

@@ -8,7 +8,7 @@ loaded: numpy only, no torch, so the simulator stays a base install.
 
 The form (see `FEATURES`): t = sum_i coef_i * feature_i(load), linear in coefficients,
 fitted by least squares with non-negative coefficients. Why this form and these terms
-is in `FEATURES`' comments and the README ("Simulated against real").
+is in `FEATURES`' comments and docs/validation.md.
 """
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ def test_default_main_job_runs_on_bundled_trace(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["num_tokens"] > 20_000 and metrics["throughput_tok_s"] > 0
     assert metrics["model"] == "smollm2_135m_r2_mc" and 1 < metrics["mean_exit_loop"] < 2  # real exits
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    documented = readme[readme.index("- `metrics.json`:"):readme.index("- `requests.parquet`:")]
-    assert [k for k in metrics if k not in documented] == []  # the README lists every key
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = doc[doc.index("- `metrics.json`:"):doc.index("- `requests.parquet`:")]
+    assert [k for k in metrics if k not in documented] == []  # docs/metrics.md lists every key
 
 
 @pytest.mark.slow  # a subprocess or many simulations: seconds
