@@ -48,7 +48,7 @@ class Engine:
     def run(self) -> float:
         """Simulate until every request has finished; return the makespan in seconds."""
         # the bar's rate is wall-clock simulation speed, not the simulated throughput
-        with tqdm(total=self.state.wl.num_tokens, unit=" tok simulated", desc=f"simulating {self.scheduler.name}",
+        with tqdm(total=self.state.wl.num_tokens, unit=" tok", desc=f"{self.clock.verb} {self.scheduler.name}",
                   disable=None if self.progress else True, leave=False) as bar:
             self.env.process(self._serve(bar))
             self.env.run()
@@ -65,6 +65,7 @@ class Engine:
         st.admit(env.now)
         shown = 0
         busy = 0.0
+        refresh = 8 if want_batch else 512  # a real step takes milliseconds, a simulated one microseconds
         while stats.finished < n_requests:
             idx = computing()
             if idx.size == 0:
@@ -90,7 +91,7 @@ class Engine:
             busy += dt
             yield timeout(dt)
             after_step(exited, env.now)
-            if stats.steps % 512 == 0:
+            if stats.steps % refresh == 0:
                 bar.update(stats.emitted - shown)
                 shown = stats.emitted
         bar.update(stats.emitted - shown)

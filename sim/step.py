@@ -52,9 +52,11 @@ class StepClock:
     - `decides_acceptance` (depthwise_spec with scheduler.accept=live): after each step the
       clock's `accepted: bool[n]` says, for each row with `leaving`, whether its final token
       equals its draft.
+    - `verb`: what the progress bar says the engine is doing with steps.
     """
 
     needs_batch: bool = False
+    verb: str = "simulating"
     decides_exits: bool = False
     decides_acceptance: bool = False
 

@@ -47,6 +47,8 @@ class RealSteps(StepClock):
     them with a token-by-token reference); `emitted` keeps (request, position, token) of every
     token that left (free-running: the generated text)."""
 
+    verb = "executing"
+
     needs_batch = True
     decides_exits = False
     decides_acceptance = False
