@@ -95,26 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from sim.config import ModelConfig
     from sim.trace_io import git_commit
-    from traces.base_model import load_base
-    from traces.bench_generate import hf_generate
+    from traces.bench_generate import hf_generate, vanilla_pair
     from traces.generate import chat_ids
     from traces.profile_steps import device_name, machine_peaks
     from traces.prompts import load_prompts
     from traces.quiet import background_paused, pin
     from traces.serving.clock import step_timer, warm_up
-    from traces.serving.inputs import serving_model
-    from traces.serving.weights import PackedModel
 
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
-    hf, tok = load_base("gguf")
-    hf = hf.to(dtype=dtype, device=device).eval()
-    vanilla, _ = serving_model(ModelConfig(name="smollm2_135m_vanilla", loops=1, layers_per_block=30,
-                                           prelude_layers=0, coda_layers=0, lora_rank=0))
-    packed = PackedModel(vanilla, dtype, args.device)
-    del vanilla
+    hf, tok, packed = vanilla_pair(dtype, device)
     layout, wbytes = packed.layout(), packed.weight_bytes()
     texts = [p["prompt"] for p in load_prompts("heldout")]
     timer = step_timer(device)

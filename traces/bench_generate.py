@@ -76,6 +76,22 @@ def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
     return res.metrics["makespan_s"]
 
 
+def vanilla_pair(dtype, device):
+    """The original SmolLM2 twice, for a side-by-side run: transformers' model (with its
+    tokenizer) and the executor's packing of the same weights as a one-loop vanilla model."""
+    from sim.config import ModelConfig
+
+    from .base_model import load_base
+    from .serving.inputs import serving_model
+    from .serving.weights import PackedModel
+
+    hf, tok = load_base("gguf")
+    hf = hf.to(dtype=dtype, device=device).eval()
+    vanilla, _ = serving_model(ModelConfig(name="smollm2_135m_vanilla", loops=1, layers_per_block=30,
+                                           prelude_layers=0, coda_layers=0, lora_rank=0))
+    return hf, tok, PackedModel(vanilla, dtype, str(device))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m traces.bench_generate")
@@ -94,24 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     if torch_missing("traces.bench_generate"):
         return 2
     import torch
-    from sim.config import ModelConfig
 
     from .serving.clock import step_timer, warm_up
-    from .serving.weights import PackedModel
     from .generate import chat_ids
     from .prompts import load_prompts
     from .quiet import background_paused, pin
-    from .serving.inputs import serving_model
 
     placement = pin(args.threads, [int(c) for c in args.cpus.split(",") if c.strip()] if args.cpus else None)
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
-    from .base_model import load_base
-    hf, tok = load_base("gguf")
-    hf = hf.to(dtype=dtype, device=device).eval()
-    vanilla, _ = serving_model(ModelConfig(name="smollm2_135m_vanilla", loops=1, layers_per_block=30,
-                                           prelude_layers=0, coda_layers=0, lora_rank=0))
-    packed = PackedModel(vanilla, dtype, args.device)
-    del vanilla
+    hf, tok, packed = vanilla_pair(dtype, device)
     texts = [p["prompt"] for p in load_prompts("heldout")]
     timer = step_timer(device)
     rows = []
