@@ -41,32 +41,10 @@ def executor_steps(packed, prompts, gens, batch: int, new: int) -> np.ndarray:
     """Seconds of every decode step (no prefill) of a continuous run of these requests."""
     import pandas as pd
 
-    from sim.config import ModelConfig, RunConfig
-    from sim.simulation import simulate
-    from sim.trace import trace_from_frame
-    from sim.validate import validate
-    from traces.serving.clock import LOG_COLUMNS, RealSteps
+    from traces.bench_generate import executor_clock
+    from traces.serving.clock import LOG_COLUMNS
 
-    rows = [(r, j, len(p), 1) for r, p in enumerate(prompts) for j in range(new)]
-    trace = trace_from_frame(pd.DataFrame(rows, columns=["request_id", "position", "prompt_len", "exit_loop"]),
-                             "<floor>", 1)
-    cfg = RunConfig()
-    cfg.progress = False
-    cfg.scheduler.name, cfg.scheduler.batch_size = "continuous", batch
-    cfg.exit.policy = "none"
-    cfg.memory.limit = False
-    cfg.model = ModelConfig(name="smollm2_135m_vanilla", loops=1, layers_per_block=30, prelude_layers=0,
-                            coda_layers=0, lora_rank=0)
-    validate(cfg)
-    seqs = [np.concatenate([np.asarray(p), g[:new]]) for p, g in zip(prompts, gens)]
-    made = []
-
-    def clock(wl, st):
-        made.append(RealSteps(packed, batch, wl.prompt_len, seqs, "ignore"))
-        return made[0]
-
-    simulate(cfg, trace=trace, clock=clock)
-    log = pd.DataFrame(made[0].log, columns=list(LOG_COLUMNS))
+    log = pd.DataFrame(executor_clock(packed, prompts, gens, batch, new)[1].log, columns=list(LOG_COLUMNS))
     return log.seconds[log.prefill_n == 0].to_numpy()
 
 

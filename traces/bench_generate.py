@@ -49,8 +49,9 @@ def hf_generate(hf, tok, prompts: list[list[int]], batch: int, new: int, device,
     return t, outs
 
 
-def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
-    """Makespan of the continuous scheduler over these requests (sum of measured steps)."""
+def executor_clock(packed, prompts, gens, batch: int, new: int):
+    """The continuous scheduler over these requests, teacher-forced on `gens`, run for real:
+    the run's metrics and its clock (whose `log` holds every measured step)."""
     import pandas as pd
 
     from sim.config import ModelConfig, RunConfig
@@ -72,8 +73,19 @@ def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
                             coda_layers=0, lora_rank=0)
     validate(cfg)
     seqs = [np.concatenate([np.asarray(p), g[:new]]) for p, g in zip(prompts, gens)]
-    res = simulate(cfg, trace=trace, clock=lambda wl, st: RealSteps(packed, batch, wl.prompt_len, seqs, "ignore"))
-    return res.metrics["makespan_s"]
+    made = []
+
+    def clock(wl, st):
+        made.append(RealSteps(packed, batch, wl.prompt_len, seqs, "ignore"))
+        return made[0]
+
+    res = simulate(cfg, trace=trace, clock=clock)
+    return res.metrics, made[0]
+
+
+def executor_run(packed, prompts, gens, batch: int, new: int) -> float:
+    """Makespan of the continuous scheduler over these requests (sum of measured steps)."""
+    return executor_clock(packed, prompts, gens, batch, new)[0]["makespan_s"]
 
 
 def vanilla_pair(dtype, device):

@@ -43,6 +43,20 @@ def fail(exc: Exception) -> int:
     return 2
 
 
+def run_options_command(command: str, parser: argparse.ArgumentParser, run, argv: Sequence[str]) -> int:
+    """The main of an `--options` command: torch checked, options parsed, `run(args, argv)` called,
+    and a user error it raises reported in one line (exit 2)."""
+    if torch_missing(command):
+        return 2
+    from sim.errors import UserError
+
+    args = parser.parse_args(argv)
+    try:
+        return run(args, list(argv))
+    except UserError as exc:
+        return fail(exc)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one `error:` line (exit 2) instead of usage + error."""
 

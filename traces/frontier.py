@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .precision import add_dtype_option, dtype_from_args
@@ -203,17 +202,8 @@ def plan(args) -> tuple[list, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from .cli import fail, torch_missing
-    if torch_missing("traces.frontier"):
-        return 2
-    from sim.errors import UserError
-
-    args = parser().parse_args(argv)
-    try:
-        return _run(args, argv)
-    except UserError as exc:
-        return fail(exc)
+    from .cli import run_options_command
+    return run_options_command("traces.frontier", parser(), _run, sys.argv[1:] if argv is None else argv)
 
 
 def _run(args, argv: list[str]) -> int:

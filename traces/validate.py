@@ -213,19 +213,8 @@ def plot(table: pd.DataFrame, steps: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    from .cli import torch_missing
-    if torch_missing("traces.validate"):
-        return 2
-    from sim.errors import UserError
-
-    from .cli import fail
-
-    args = parser().parse_args(argv)
-    try:
-        return _run(args, argv)
-    except UserError as exc:
-        return fail(exc)
+    from .cli import run_options_command
+    return run_options_command("traces.validate", parser(), _run, sys.argv[1:] if argv is None else argv)
 
 
 def parser():
